@@ -1,0 +1,240 @@
+//! The stored entry: the response as it was, its cache policy and its storage metadata.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, Version};
+use http_cache_semantics::CachePolicy;
+use url::Url;
+
+/// An HTTP response as a cache stores it: status, version, every header, the URL that
+/// produced it and the whole body.
+///
+/// Headers are kept as a full [`HeaderMap`]: a name with several values keeps every value
+/// in order, and values that are not UTF-8 survive byte for byte.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CachedResponse {
+    /// The response status.
+    pub status: StatusCode,
+    /// The HTTP version the response was received with.
+    pub version: Version,
+    /// Every response header, in order.
+    pub headers: HeaderMap,
+    /// The URL of the request that produced this response.
+    pub url: Url,
+    /// The whole response body.
+    pub body: Bytes,
+}
+
+impl CachedResponse {
+    /// Creates a response with the given URL and status, HTTP/1.1, no headers and an
+    /// empty body.
+    pub fn new(url: Url, status: StatusCode) -> Self {
+        Self {
+            status,
+            version: Version::HTTP_11,
+            headers: HeaderMap::new(),
+            url,
+            body: Bytes::new(),
+        }
+    }
+
+    /// Sets the HTTP version. Default: HTTP/1.1.
+    #[must_use]
+    pub fn with_version(mut self, version: Version) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Replaces all headers. Default: none.
+    #[must_use]
+    pub fn with_headers(mut self, headers: HeaderMap) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets the body. Default: empty.
+    #[must_use]
+    pub fn with_body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Builds a cached response from an `http::Response` and the URL that produced it.
+    pub fn from_http(url: Url, response: http::Response<Bytes>) -> Self {
+        let (parts, body) = response.into_parts();
+        Self {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            url,
+            body,
+        }
+    }
+
+    /// Turns the cached response back into an `http::Response`, without copying the body.
+    pub fn into_http(self) -> http::Response<Bytes> {
+        let mut response = http::Response::new(self.body);
+        *response.status_mut() = self.status;
+        *response.version_mut() = self.version;
+        *response.headers_mut() = self.headers;
+        response
+    }
+
+    /// Splits the response into its head and its body.
+    pub fn into_head_and_body(self) -> (ResponseHead, Bytes) {
+        let head = ResponseHead {
+            status: self.status,
+            version: self.version,
+            headers: self.headers,
+            url: self.url,
+        };
+        (head, self.body)
+    }
+
+    /// Joins a head and a body into a cached response.
+    pub fn from_head_and_body(head: ResponseHead, body: Bytes) -> Self {
+        Self {
+            status: head.status,
+            version: head.version,
+            headers: head.headers,
+            url: head.url,
+            body,
+        }
+    }
+
+    /// An estimate of the memory this response occupies, in bytes: the body, the header
+    /// names and values and the URL, plus a fixed per-header overhead.
+    pub fn approximate_size(&self) -> usize {
+        self.body.len() + self.url.as_str().len() + header_map_size(&self.headers)
+    }
+}
+
+/// The head of a response (everything but the body), used by streaming backends that
+/// carry the body separately.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ResponseHead {
+    /// The response status.
+    pub status: StatusCode,
+    /// The HTTP version the response was received with.
+    pub version: Version,
+    /// Every response header, in order.
+    pub headers: HeaderMap,
+    /// The URL of the request that produced this response.
+    pub url: Url,
+}
+
+impl ResponseHead {
+    /// Creates a head with the given URL and status, HTTP/1.1 and no headers.
+    pub fn new(url: Url, status: StatusCode) -> Self {
+        Self {
+            status,
+            version: Version::HTTP_11,
+            headers: HeaderMap::new(),
+            url,
+        }
+    }
+
+    /// Replaces all headers. Default: none.
+    #[must_use]
+    pub fn with_headers(mut self, headers: HeaderMap) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets the HTTP version. Default: HTTP/1.1.
+    #[must_use]
+    pub fn with_version(mut self, version: Version) -> Self {
+        self.version = version;
+        self
+    }
+}
+
+/// Storage metadata of an entry: when it was stored, when storage drops it, and its tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EntryMetadata {
+    /// When the entry was written to this backend.
+    pub stored_at: SystemTime,
+    /// When the backend drops the entry. An entry is never returned at or after this time.
+    pub expires_at: SystemTime,
+    /// The tags the entry was stored with, for [`CacheManager::delete_tag`](crate::CacheManager::delete_tag).
+    pub tags: Vec<String>,
+}
+
+impl EntryMetadata {
+    /// Creates metadata for an entry stored at `stored_at` that lives for `storage_ttl`.
+    pub fn new(stored_at: SystemTime, storage_ttl: Duration, tags: Vec<String>) -> Self {
+        let expires_at = stored_at
+            .checked_add(storage_ttl)
+            .unwrap_or_else(|| stored_at + Duration::from_secs(100 * 365 * 24 * 3600));
+        Self {
+            stored_at,
+            expires_at,
+            tags,
+        }
+    }
+
+    /// Whether the entry has expired at `now` (expiry is inclusive: an entry whose
+    /// `expires_at` equals `now` is expired).
+    pub fn is_expired_at(&self, now: SystemTime) -> bool {
+        now >= self.expires_at
+    }
+
+    /// How long the entry has left in storage at `now`; zero once it has expired.
+    pub fn remaining_ttl(&self, now: SystemTime) -> Duration {
+        self.expires_at.duration_since(now).unwrap_or(Duration::ZERO)
+    }
+
+    /// The storage TTL the entry was written with.
+    pub fn storage_ttl(&self) -> Duration {
+        self.expires_at
+            .duration_since(self.stored_at)
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// A cached response with its policy and metadata, as returned by
+/// [`CacheManager::get`](crate::CacheManager::get).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CacheEntry {
+    /// The response as it was stored.
+    pub response: CachedResponse,
+    /// The `http-cache-semantics` policy that decides whether the response may be reused.
+    pub policy: CachePolicy,
+    /// When it was stored, when it expires, its tags.
+    pub metadata: EntryMetadata,
+}
+
+impl CacheEntry {
+    /// Assembles an entry from its parts.
+    pub fn new(response: CachedResponse, policy: CachePolicy, metadata: EntryMetadata) -> Self {
+        Self {
+            response,
+            policy,
+            metadata,
+        }
+    }
+
+    /// An estimate of the memory this entry occupies, in bytes (response, tags and a
+    /// fixed allowance for the policy, which holds a copy of the request and response
+    /// headers).
+    pub fn approximate_size(&self) -> usize {
+        const POLICY_OVERHEAD: usize = 512;
+        self.response.approximate_size()
+            + header_map_size(&self.response.headers)
+            + POLICY_OVERHEAD
+            + self.metadata.tags.iter().map(String::len).sum::<usize>()
+    }
+}
+
+fn header_map_size(headers: &HeaderMap) -> usize {
+    const PER_HEADER_OVERHEAD: usize = 32;
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + PER_HEADER_OVERHEAD)
+        .sum()
+}

@@ -1,0 +1,431 @@
+//! The storage contract: [`CacheManager`] and [`StreamingCacheManager`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_cache_semantics::CachePolicy;
+
+use crate::entry::{CacheEntry, CachedResponse, EntryMetadata, ResponseHead};
+use crate::error::{BoxError, Error, Result};
+use crate::key::KeyPattern;
+use crate::ttl::PutOptions;
+
+/// What a backend supports beyond the three required operations.
+///
+/// The conformance suite selects its cases from this value, and every operation a backend
+/// does not declare MUST return [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported)
+/// (the trait's defaults do).
+///
+/// ```
+/// use cache_core::Capabilities;
+///
+/// let capabilities = Capabilities::none().with_tags().with_clear();
+/// assert!(capabilities.tags && capabilities.clear && !capabilities.streaming);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// [`CacheManager::delete_tag`] removes exactly the entries stored with a tag.
+    pub tags: bool,
+    /// [`CacheManager::delete_pattern`] removes exactly the keys matching a glob.
+    pub delete_pattern: bool,
+    /// [`CacheManager::clear`] removes every entry of this cache.
+    pub clear: bool,
+    /// [`CacheManager::entry_count`] reports the exact number of live entries.
+    pub entry_count: bool,
+    /// [`CacheManager::size_bytes`] reports the bytes the entries occupy.
+    pub size_bytes: bool,
+    /// [`CacheManager::health`] checks that the backend answers.
+    pub health: bool,
+    /// [`CacheManager::stats`] reports hit, miss and put counts.
+    pub stats: bool,
+    /// The manager also implements [`StreamingCacheManager`].
+    pub streaming: bool,
+    /// The backend writes entries as bytes (disk, network) and so must keep credentials out
+    /// of them and turn corrupt bytes into misses.
+    pub stores_bytes: bool,
+}
+
+impl Capabilities {
+    /// No optional capability.
+    pub const fn none() -> Self {
+        Self {
+            tags: false,
+            delete_pattern: false,
+            clear: false,
+            entry_count: false,
+            size_bytes: false,
+            health: false,
+            stats: false,
+            streaming: false,
+            stores_bytes: false,
+        }
+    }
+
+    /// Declares tag deletion.
+    #[must_use]
+    pub const fn with_tags(mut self) -> Self {
+        self.tags = true;
+        self
+    }
+
+    /// Declares pattern deletion.
+    #[must_use]
+    pub const fn with_delete_pattern(mut self) -> Self {
+        self.delete_pattern = true;
+        self
+    }
+
+    /// Declares `clear`.
+    #[must_use]
+    pub const fn with_clear(mut self) -> Self {
+        self.clear = true;
+        self
+    }
+
+    /// Declares `entry_count`.
+    #[must_use]
+    pub const fn with_entry_count(mut self) -> Self {
+        self.entry_count = true;
+        self
+    }
+
+    /// Declares `size_bytes`.
+    #[must_use]
+    pub const fn with_size_bytes(mut self) -> Self {
+        self.size_bytes = true;
+        self
+    }
+
+    /// Declares `health`.
+    #[must_use]
+    pub const fn with_health(mut self) -> Self {
+        self.health = true;
+        self
+    }
+
+    /// Declares `stats`.
+    #[must_use]
+    pub const fn with_stats(mut self) -> Self {
+        self.stats = true;
+        self
+    }
+
+    /// Declares streaming.
+    #[must_use]
+    pub const fn with_streaming(mut self) -> Self {
+        self.streaming = true;
+        self
+    }
+
+    /// Declares that entries are written as bytes.
+    #[must_use]
+    pub const fn with_stores_bytes(mut self) -> Self {
+        self.stores_bytes = true;
+        self
+    }
+}
+
+/// The answer of a health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// How long the check took (for Redis, the `PING` round trip).
+    pub latency: Duration,
+}
+
+impl Health {
+    /// A healthy answer that took `latency`.
+    pub fn new(latency: Duration) -> Self {
+        Self { latency }
+    }
+}
+
+/// Counters a backend keeps since it was created. Exact: every operation counts once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackendStats {
+    /// `get` calls that returned an entry.
+    pub hits: u64,
+    /// `get` calls that returned nothing (including expired and corrupt entries).
+    pub misses: u64,
+    /// `put` calls that stored an entry.
+    pub puts: u64,
+    /// `delete` calls, plus entries removed by tag, pattern or `clear`.
+    pub deletes: u64,
+    /// Entries dropped to stay within the capacity.
+    pub evictions: u64,
+    /// Entries dropped because their storage TTL ran out.
+    pub expirations: u64,
+    /// Stored entries that could not be decoded and were removed.
+    pub corrupt_entries: u64,
+}
+
+/// The storage contract of an HTTP response cache.
+///
+/// Three operations are required (`get`, `put`, `delete`); every other one is an optional
+/// capability whose default returns [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
+/// The trait is object safe: `Arc<dyn CacheManager>` is how stacks hold mixed backends.
+///
+/// # Contract
+///
+/// - `get` MUST return the entry exactly as it was put: status, version, every header value
+///   in order (non-UTF-8 values byte for byte), URL, body, and a policy equivalent to the one
+///   put; its metadata MUST carry the stored-at time, the storage expiry and the tags.
+/// - An entry MUST NOT be returned at or after its `expires_at`. The storage TTL is the
+///   [`PutOptions::with_ttl`] override when set, otherwise the backend's
+///   [`TtlPolicy`](crate::TtlPolicy). A zero TTL MUST store nothing and remove the key.
+/// - `put` on an existing key MUST replace the entry (body, headers, tags) atomically:
+///   a concurrent `get` returns the old or the new entry, never a mix.
+/// - Deleting a missing key MUST succeed.
+/// - Keys are arbitrary strings up to [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes (`../`,
+///   NUL and any Unicode included); longer keys MUST fail with `InvalidKey`. Distinct keys
+///   MUST NOT collide.
+/// - Stored bytes that cannot be decoded (corrupt, truncated, another format version, another
+///   key) MUST be a miss: the entry is removed and counted, never a panic, never an error.
+/// - A backend that writes bytes MUST NOT write the request's `Authorization`,
+///   `Proxy-Authorization` or `Cookie` values (the [`codec`](crate::codec) redacts them).
+/// - An optional operation a backend does not declare in [`capabilities`](Self::capabilities)
+///   MUST return `Unsupported`, never silently do nothing.
+/// - Temporary failures (server down, timeout) SHOULD be reported with the `Unavailable` or
+///   `Timeout` kinds so callers can degrade.
+#[async_trait]
+pub trait CacheManager: Send + Sync {
+    /// A short name for errors and statistics, such as `"memory"` or `"redis"`.
+    fn name(&self) -> &'static str;
+
+    /// The optional operations this backend supports. Default: none.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+    }
+
+    /// Returns the live entry stored under `key`, or `None`.
+    async fn get(&self, key: &str) -> Result<Option<Arc<CacheEntry>>>;
+
+    /// Stores `response` and its `policy` under `key`, replacing any entry there.
+    async fn put(
+        &self,
+        key: &str,
+        response: CachedResponse,
+        policy: CachePolicy,
+        options: PutOptions,
+    ) -> Result<()>;
+
+    /// Removes the entry under `key`; succeeds when there is none.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Removes every entry stored with `tag` and returns how many were removed.
+    /// An entry overwritten without the tag MUST NOT be removed.
+    async fn delete_tag(&self, tag: &str) -> Result<u64> {
+        let _ = tag;
+        Err(Error::unsupported(self.name(), "delete_tag"))
+    }
+
+    /// Removes every entry whose key matches `pattern` and returns how many were removed.
+    async fn delete_pattern(&self, pattern: &KeyPattern) -> Result<u64> {
+        let _ = pattern;
+        Err(Error::unsupported(self.name(), "delete_pattern"))
+    }
+
+    /// Removes every entry of this cache (and nothing outside it, such as other namespaces).
+    async fn clear(&self) -> Result<()> {
+        Err(Error::unsupported(self.name(), "clear"))
+    }
+
+    /// The number of live entries.
+    async fn entry_count(&self) -> Result<u64> {
+        Err(Error::unsupported(self.name(), "entry_count"))
+    }
+
+    /// The bytes the entries occupy, as the backend accounts them against its capacity.
+    async fn size_bytes(&self) -> Result<u64> {
+        Err(Error::unsupported(self.name(), "size_bytes"))
+    }
+
+    /// Checks that the backend answers and how fast.
+    async fn health(&self) -> Result<Health> {
+        Err(Error::unsupported(self.name(), "health"))
+    }
+
+    /// Counters since the backend was created.
+    fn stats(&self) -> Result<BackendStats> {
+        Err(Error::unsupported(self.name(), "stats"))
+    }
+}
+
+/// A boxed HTTP body of `Bytes` chunks, as streaming backends take and return it.
+pub type BoxBody = Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static>>;
+
+/// An entry whose body is read from storage as it is consumed.
+#[non_exhaustive]
+pub struct StreamedEntry {
+    /// The response head as it was stored.
+    pub head: ResponseHead,
+    /// The cache policy.
+    pub policy: CachePolicy,
+    /// When it was stored, when it expires, its tags.
+    pub metadata: EntryMetadata,
+    /// The length of the body in bytes.
+    pub body_len: u64,
+    /// The body, read in bounded chunks.
+    pub body: BoxBody,
+}
+
+impl StreamedEntry {
+    /// Assembles a streamed entry.
+    pub fn new(
+        head: ResponseHead,
+        policy: CachePolicy,
+        metadata: EntryMetadata,
+        body_len: u64,
+        body: BoxBody,
+    ) -> Self {
+        Self {
+            head,
+            policy,
+            metadata,
+            body_len,
+            body,
+        }
+    }
+}
+
+impl std::fmt::Debug for StreamedEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamedEntry")
+            .field("head", &self.head)
+            .field("metadata", &self.metadata)
+            .field("body_len", &self.body_len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a completed [`StreamingCacheManager::put_stream`] stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredBody {
+    /// The body length in bytes.
+    pub len: u64,
+}
+
+impl StoredBody {
+    /// A stored body of `len` bytes.
+    pub fn new(len: u64) -> Self {
+        Self { len }
+    }
+}
+
+/// A cache manager that moves bodies as streams, never holding a whole body in memory.
+///
+/// # Contract
+///
+/// - Everything [`CacheManager`] requires, for streamed entries too: an entry put with
+///   `put_stream` is returned by `get` (buffered) and `get_stream`, and the reverse.
+/// - `put_stream` MUST commit the entry only after the body ended without error and its
+///   length matched the response's `Content-Length`, when it has one. A body error, a
+///   length mismatch or a dropped future MUST leave no entry (and the previous entry under
+///   the key, if any, untouched).
+/// - `get_stream` MUST yield exactly the stored bytes; when the stored bytes turn out to be
+///   corrupt while streaming, the body MUST end with an error and the entry be removed.
+/// - Memory use MUST stay bounded by a constant independent of the body size.
+#[async_trait]
+pub trait StreamingCacheManager: CacheManager {
+    /// Stores the body as it arrives and commits the entry when it completes.
+    async fn put_stream(
+        &self,
+        key: &str,
+        head: ResponseHead,
+        policy: CachePolicy,
+        body: BoxBody,
+        options: PutOptions,
+    ) -> Result<StoredBody>;
+
+    /// Returns the entry with a body that reads from storage in chunks, or `None`.
+    async fn get_stream(&self, key: &str) -> Result<Option<StreamedEntry>>;
+}
+
+macro_rules! forward_cache_manager {
+    ($($pointer:ident),+) => {$(
+        #[deny(clippy::missing_trait_methods)]
+        #[async_trait]
+        impl<T: CacheManager + ?Sized> CacheManager for $pointer<T> {
+            fn name(&self) -> &'static str {
+                (**self).name()
+            }
+
+            fn capabilities(&self) -> Capabilities {
+                (**self).capabilities()
+            }
+
+            async fn get(&self, key: &str) -> Result<Option<Arc<CacheEntry>>> {
+                (**self).get(key).await
+            }
+
+            async fn put(
+                &self,
+                key: &str,
+                response: CachedResponse,
+                policy: CachePolicy,
+                options: PutOptions,
+            ) -> Result<()> {
+                (**self).put(key, response, policy, options).await
+            }
+
+            async fn delete(&self, key: &str) -> Result<()> {
+                (**self).delete(key).await
+            }
+
+            async fn delete_tag(&self, tag: &str) -> Result<u64> {
+                (**self).delete_tag(tag).await
+            }
+
+            async fn delete_pattern(&self, pattern: &KeyPattern) -> Result<u64> {
+                (**self).delete_pattern(pattern).await
+            }
+
+            async fn clear(&self) -> Result<()> {
+                (**self).clear().await
+            }
+
+            async fn entry_count(&self) -> Result<u64> {
+                (**self).entry_count().await
+            }
+
+            async fn size_bytes(&self) -> Result<u64> {
+                (**self).size_bytes().await
+            }
+
+            async fn health(&self) -> Result<Health> {
+                (**self).health().await
+            }
+
+            fn stats(&self) -> Result<BackendStats> {
+                (**self).stats()
+            }
+        }
+
+        #[deny(clippy::missing_trait_methods)]
+        #[async_trait]
+        impl<T: StreamingCacheManager + ?Sized> StreamingCacheManager for $pointer<T> {
+            async fn put_stream(
+                &self,
+                key: &str,
+                head: ResponseHead,
+                policy: CachePolicy,
+                body: BoxBody,
+                options: PutOptions,
+            ) -> Result<StoredBody> {
+                (**self).put_stream(key, head, policy, body, options).await
+            }
+
+            async fn get_stream(&self, key: &str) -> Result<Option<StreamedEntry>> {
+                (**self).get_stream(key).await
+            }
+        }
+    )+};
+}
+
+forward_cache_manager!(Arc, Box);
