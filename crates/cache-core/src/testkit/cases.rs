@@ -17,6 +17,7 @@ use crate::error::{BoxError, ErrorKind};
 use crate::key::{KeyPattern, MAX_KEY_LEN};
 use crate::manager::CacheManager;
 use crate::ttl::PutOptions;
+use http_cache_semantics::CachePolicy;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -28,11 +29,14 @@ fn url_for(key: &str) -> String {
     format!("https://conformance.example/{}", key.len())
 }
 
-async fn put(manager: &dyn CacheManager, key: &str, response: &CachedResponse, options: PutOptions) {
+/// Puts `response` with a fresh policy and returns that policy.
+async fn put(manager: &dyn CacheManager, key: &str, response: &CachedResponse, options: PutOptions) -> CachePolicy {
+    let policy = policy(response);
     manager
-        .put(key, response.clone(), policy(response), options)
+        .put(key, response.clone(), policy.clone(), options)
         .await
         .unwrap_or_else(|error| panic!("put {key:?} failed: {error}"));
+    policy
 }
 
 async fn get_body(manager: &dyn CacheManager, key: &str) -> Option<Bytes> {
@@ -48,14 +52,14 @@ async fn assert_round_trip(suite: &Suite, case: &str, body: Bytes) {
     let key = format!("{}entry", unique_prefix(case));
     let expected = response(&url_for(&key), body);
     let before = SystemTime::now();
-    put(manager, &key, &expected, long_lived().with_tags(["alpha", "beta"])).await;
+    let expected_policy = put(manager, &key, &expected, long_lived().with_tags(["alpha", "beta"])).await;
     let after = SystemTime::now();
     let entry = manager
         .get(&key)
         .await
         .expect("get after put")
         .unwrap_or_else(|| panic!("{case}: the entry just put is missing"));
-    assert_entry(&entry, &expected, &["alpha", "beta"], case);
+    assert_entry(&entry, &expected, &expected_policy, &["alpha", "beta"], case);
     let stored_at = entry.metadata.stored_at;
     assert!(
         stored_at >= before - Duration::from_millis(1) && stored_at <= after + Duration::from_millis(1),
@@ -100,9 +104,9 @@ pub async fn overwrite(suite: &Suite) {
     let mut second = response(&url_for(&key), Bytes::from_static(b"second, longer version"));
     second.headers.insert("etag", HeaderValue::from_static("\"v2\""));
     second.headers.remove("x-multi");
-    put(manager, &key, &second, long_lived().with_tags(["new"])).await;
+    let second_policy = put(manager, &key, &second, long_lived().with_tags(["new"])).await;
     let entry = manager.get(&key).await.expect("get").expect("the entry after overwrite");
-    assert_entry(&entry, &second, &["new"], "overwrite");
+    assert_entry(&entry, &second, &second_policy, &["new"], "overwrite");
 }
 
 /// Delete removes the entry; deleting a missing key succeeds.

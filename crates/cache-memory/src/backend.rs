@@ -1,0 +1,340 @@
+//! The [`CacheManager`] implementation on moka.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry as MapEntry;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use cache_core::{
+    BackendStats, CacheEntry, CacheManager, CachePolicy, CachedResponse, Capabilities, Error,
+    ErrorKind, KeyPattern, PutOptions, Result, TtlPolicy, validate_key,
+};
+use moka::notification::RemovalCause;
+use moka::ops::compute::{CompResult, Op};
+use moka::sync::Cache;
+
+use crate::config::MemoryConfig;
+
+const NAME: &str = "memory";
+
+/// An in-process cache of decoded entries on moka.
+///
+/// A hit returns the stored `Arc<CacheEntry>`: no decoding, no copy. Cloning a
+/// `MemoryCache` is cheap and every clone shares the same entries.
+#[derive(Clone)]
+pub struct MemoryCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cache: Cache<Arc<str>, Stored>,
+    tags: Arc<Mutex<TagIndex>>,
+    counters: Arc<Counters>,
+    ttl_policy: TtlPolicy,
+    max_entry_bytes: u64,
+    next_id: AtomicU64,
+}
+
+/// What the moka cache holds: the entry and an id unique to this put, so that index
+/// entries and conditional removals refer to one version of a key, never a later one.
+#[derive(Clone)]
+struct Stored {
+    entry: Arc<CacheEntry>,
+    id: u64,
+}
+
+/// Tag to the (put id, key) pairs stored with it. Entries leave it when moka removes them
+/// for any cause (the eviction listener), so it never outgrows the live entries.
+#[derive(Default)]
+struct TagIndex {
+    members: HashMap<String, HashMap<u64, Arc<str>>>,
+}
+
+impl TagIndex {
+    fn remove(&mut self, tags: &[String], id: u64) {
+        for tag in tags {
+            if let MapEntry::Occupied(mut members) = self.members.entry(tag.clone()) {
+                members.get_mut().remove(&id);
+                if members.get().is_empty() {
+                    members.remove();
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    puts: AtomicU64,
+    deletes: AtomicU64,
+    evictions: AtomicU64,
+    expirations: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+/// Gives every entry the remaining storage TTL it was put with.
+struct EntryExpiry;
+
+impl moka::Expiry<Arc<str>, Stored> for EntryExpiry {
+    fn expire_after_create(&self, _key: &Arc<str>, value: &Stored, _created_at: Instant) -> Option<Duration> {
+        Some(value.entry.metadata.remaining_ttl(SystemTime::now()))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &Arc<str>,
+        value: &Stored,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.entry.metadata.remaining_ttl(SystemTime::now()))
+    }
+}
+
+fn lock(tags: &Mutex<TagIndex>) -> MutexGuard<'_, TagIndex> {
+    // The index stays consistent even if a holder panicked: every update is one map call.
+    tags.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn weight(key: &str, entry: &CacheEntry) -> u64 {
+    (key.len() + entry.approximate_size()) as u64
+}
+
+impl MemoryCache {
+    /// A cache with `config`.
+    pub fn new(config: MemoryConfig) -> Self {
+        let tags: Arc<Mutex<TagIndex>> = Arc::default();
+        let counters: Arc<Counters> = Arc::default();
+        let listener_tags = Arc::clone(&tags);
+        let listener_counters = Arc::clone(&counters);
+        let cache = Cache::builder()
+            .max_capacity(config.capacity_bytes)
+            .weigher(|key: &Arc<str>, stored: &Stored| {
+                u32::try_from(weight(key, &stored.entry)).unwrap_or(u32::MAX)
+            })
+            .expire_after(EntryExpiry)
+            .eviction_listener(move |_key: Arc<Arc<str>>, stored: Stored, cause: RemovalCause| {
+                match cause {
+                    RemovalCause::Expired => bump(&listener_counters.expirations, 1),
+                    RemovalCause::Size => bump(&listener_counters.evictions, 1),
+                    RemovalCause::Explicit | RemovalCause::Replaced => {}
+                }
+                if !stored.entry.metadata.tags.is_empty() {
+                    lock(&listener_tags).remove(&stored.entry.metadata.tags, stored.id);
+                }
+            })
+            .build();
+        Self {
+            inner: Arc::new(Inner {
+                cache,
+                tags,
+                counters,
+                ttl_policy: config.ttl_policy,
+                max_entry_bytes: config.effective_max_entry_bytes(),
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// A configuration to build a cache from.
+    pub fn builder() -> MemoryConfig {
+        MemoryConfig::default()
+    }
+
+    /// The live entry under `key`, without going through the async trait.
+    pub fn get_entry(&self, key: &str) -> Result<Option<Arc<CacheEntry>>> {
+        validate_key(NAME, key)?;
+        let inner = &*self.inner;
+        match inner.cache.get(key) {
+            // moka expires entries on its own clock; checking the wall clock too makes
+            // "never returned at or after expires_at" exact.
+            Some(stored) if !stored.entry.metadata.is_expired_at(SystemTime::now()) => {
+                bump(&inner.counters.hits, 1);
+                Ok(Some(stored.entry))
+            }
+            _ => {
+                bump(&inner.counters.misses, 1);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stores an entry, without going through the async trait.
+    pub fn put_entry(&self, key: &str, response: CachedResponse, policy: CachePolicy, options: &PutOptions) -> Result<()> {
+        validate_key(NAME, key)?;
+        let inner = &*self.inner;
+        let metadata = inner
+            .ttl_policy
+            .entry_metadata(&policy, &response.headers, options, SystemTime::now());
+        if metadata.storage_ttl().is_zero() {
+            self.remove(key);
+            return Ok(());
+        }
+        let entry = Arc::new(CacheEntry::new(response, policy, metadata));
+        let entry_weight = weight(key, &entry);
+        if entry_weight > inner.max_entry_bytes {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                NAME,
+                format!("the entry weighs {entry_weight} bytes, the limit is {}", inner.max_entry_bytes),
+            )
+            .with_key(key));
+        }
+        let stored = Stored {
+            entry,
+            id: inner.next_id.fetch_add(1, Ordering::Relaxed),
+        };
+        let key: Arc<str> = Arc::from(key);
+        if stored.entry.metadata.tags.is_empty() {
+            inner.cache.insert(key, stored);
+        } else {
+            // Registering the tags and inserting happen under moka's per-key lock, so a
+            // concurrent `delete_tag` sees either both or neither.
+            inner.cache.entry(Arc::clone(&key)).and_compute_with(|_| {
+                let mut index = lock(&inner.tags);
+                for tag in &stored.entry.metadata.tags {
+                    index
+                        .members
+                        .entry(tag.clone())
+                        .or_default()
+                        .insert(stored.id, Arc::clone(&key));
+                }
+                Op::Put(stored)
+            });
+        }
+        bump(&inner.counters.puts, 1);
+        Ok(())
+    }
+
+    fn remove(&self, key: &str) {
+        self.inner.cache.invalidate(key);
+    }
+
+    /// Removes `key` only while it still holds the put `id`; returns whether it did.
+    fn remove_version(&self, key: Arc<str>, id: u64) -> bool {
+        let result = self.inner.cache.entry(key).and_compute_with(|current| match current {
+            Some(current) if current.value().id == id => Op::Remove,
+            _ => Op::Nop,
+        });
+        matches!(result, CompResult::Removed(_))
+    }
+
+    /// Runs moka's pending maintenance now: expired and evicted entries are removed and
+    /// the tag index shrinks accordingly. Counts and sizes are exact afterwards.
+    pub fn run_pending_tasks(&self) {
+        self.inner.cache.run_pending_tasks();
+    }
+
+    /// How many (tag, entry) memberships the tag index holds; it shrinks as entries are
+    /// deleted, evicted or expire (after [`run_pending_tasks`](Self::run_pending_tasks)).
+    pub fn tag_index_len(&self) -> usize {
+        lock(&self.inner.tags).members.values().map(HashMap::len).sum()
+    }
+}
+
+impl std::fmt::Debug for MemoryCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryCache")
+            .field("entries", &self.inner.cache.entry_count())
+            .field("weighted_size", &self.inner.cache.weighted_size())
+            .field("ttl_policy", &self.inner.ttl_policy)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl CacheManager for MemoryCache {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+            .with_tags()
+            .with_delete_pattern()
+            .with_clear()
+            .with_entry_count()
+            .with_size_bytes()
+            .with_stats()
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Arc<CacheEntry>>> {
+        self.get_entry(key)
+    }
+
+    async fn put(&self, key: &str, response: CachedResponse, policy: CachePolicy, options: PutOptions) -> Result<()> {
+        self.put_entry(key, response, policy, &options)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        validate_key(NAME, key)?;
+        self.remove(key);
+        bump(&self.inner.counters.deletes, 1);
+        Ok(())
+    }
+
+    async fn delete_tag(&self, tag: &str) -> Result<u64> {
+        let members = lock(&self.inner.tags).members.remove(tag).unwrap_or_default();
+        let mut removed = 0;
+        for (id, key) in members {
+            removed += u64::from(self.remove_version(key, id));
+        }
+        bump(&self.inner.counters.deletes, removed);
+        Ok(removed)
+    }
+
+    async fn delete_pattern(&self, pattern: &KeyPattern) -> Result<u64> {
+        let prefix = pattern.literal_prefix();
+        let matching: Vec<(Arc<str>, u64)> = self
+            .inner
+            .cache
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix.as_str()) && pattern.matches(key))
+            .map(|(key, stored)| (Arc::clone(&*key), stored.id))
+            .collect();
+        let mut removed = 0;
+        for (key, id) in matching {
+            removed += u64::from(self.remove_version(key, id));
+        }
+        bump(&self.inner.counters.deletes, removed);
+        Ok(removed)
+    }
+
+    async fn clear(&self) -> Result<()> {
+        let inner = &*self.inner;
+        inner.cache.run_pending_tasks();
+        bump(&inner.counters.deletes, inner.cache.entry_count());
+        inner.cache.invalidate_all();
+        inner.cache.run_pending_tasks();
+        Ok(())
+    }
+
+    async fn entry_count(&self) -> Result<u64> {
+        self.inner.cache.run_pending_tasks();
+        Ok(self.inner.cache.entry_count())
+    }
+
+    async fn size_bytes(&self) -> Result<u64> {
+        self.inner.cache.run_pending_tasks();
+        Ok(self.inner.cache.weighted_size())
+    }
+
+    fn stats(&self) -> Result<BackendStats> {
+        let counters = &self.inner.counters;
+        let mut stats = BackendStats::default();
+        stats.hits = counters.hits.load(Ordering::Relaxed);
+        stats.misses = counters.misses.load(Ordering::Relaxed);
+        stats.puts = counters.puts.load(Ordering::Relaxed);
+        stats.deletes = counters.deletes.load(Ordering::Relaxed);
+        stats.evictions = counters.evictions.load(Ordering::Relaxed);
+        stats.expirations = counters.expirations.load(Ordering::Relaxed);
+        Ok(stats)
+    }
+}
