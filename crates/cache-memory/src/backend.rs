@@ -29,7 +29,7 @@ pub struct MemoryCache {
 }
 
 struct Inner {
-    cache: Cache<Arc<str>, Stored>,
+    cache: Cache<String, Stored>,
     tags: Arc<Mutex<TagIndex>>,
     counters: Arc<Counters>,
     ttl_policy: TtlPolicy,
@@ -37,12 +37,22 @@ struct Inner {
     next_id: AtomicU64,
 }
 
-/// What the moka cache holds: the entry and an id unique to this put, so that index
-/// entries and conditional removals refer to one version of a key, never a later one.
+/// What the moka cache holds: the entry, a copy of its expiry (so a hit checks it without
+/// touching the entry's own memory) and an id unique to this put, so that index entries
+/// and conditional removals refer to one version of a key, never a later one.
 #[derive(Clone)]
 struct Stored {
     entry: Arc<CacheEntry>,
+    expires_at: SystemTime,
     id: u64,
+}
+
+impl Stored {
+    fn remaining_ttl(&self) -> Duration {
+        self.expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+    }
 }
 
 /// Tag to the (put id, key) pairs stored with it. Entries leave it when moka removes them
@@ -82,19 +92,19 @@ fn bump(counter: &AtomicU64, by: u64) {
 /// Gives every entry the remaining storage TTL it was put with.
 struct EntryExpiry;
 
-impl moka::Expiry<Arc<str>, Stored> for EntryExpiry {
-    fn expire_after_create(&self, _key: &Arc<str>, value: &Stored, _created_at: Instant) -> Option<Duration> {
-        Some(value.entry.metadata.remaining_ttl(SystemTime::now()))
+impl moka::Expiry<String, Stored> for EntryExpiry {
+    fn expire_after_create(&self, _key: &String, value: &Stored, _created_at: Instant) -> Option<Duration> {
+        Some(value.remaining_ttl())
     }
 
     fn expire_after_update(
         &self,
-        _key: &Arc<str>,
+        _key: &String,
         value: &Stored,
         _updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.entry.metadata.remaining_ttl(SystemTime::now()))
+        Some(value.remaining_ttl())
     }
 }
 
@@ -116,11 +126,11 @@ impl MemoryCache {
         let listener_counters = Arc::clone(&counters);
         let cache = Cache::builder()
             .max_capacity(config.capacity_bytes)
-            .weigher(|key: &Arc<str>, stored: &Stored| {
+            .weigher(|key: &String, stored: &Stored| {
                 u32::try_from(weight(key, &stored.entry)).unwrap_or(u32::MAX)
             })
             .expire_after(EntryExpiry)
-            .eviction_listener(move |_key: Arc<Arc<str>>, stored: Stored, cause: RemovalCause| {
+            .eviction_listener(move |_key: Arc<String>, stored: Stored, cause: RemovalCause| {
                 match cause {
                     RemovalCause::Expired => bump(&listener_counters.expirations, 1),
                     RemovalCause::Size => bump(&listener_counters.evictions, 1),
@@ -155,7 +165,7 @@ impl MemoryCache {
         match inner.cache.get(key) {
             // moka expires entries on its own clock; checking the wall clock too makes
             // "never returned at or after expires_at" exact.
-            Some(stored) if !stored.entry.metadata.is_expired_at(SystemTime::now()) => {
+            Some(stored) if SystemTime::now() < stored.expires_at => {
                 bump(&inner.counters.hits, 1);
                 Ok(Some(stored.entry))
             }
@@ -188,23 +198,24 @@ impl MemoryCache {
             .with_key(key));
         }
         let stored = Stored {
+            expires_at: entry.metadata.expires_at,
             entry,
             id: inner.next_id.fetch_add(1, Ordering::Relaxed),
         };
-        let key: Arc<str> = Arc::from(key);
         if stored.entry.metadata.tags.is_empty() {
-            inner.cache.insert(key, stored);
+            inner.cache.insert(key.to_owned(), stored);
         } else {
             // Registering the tags and inserting happen under moka's per-key lock, so a
             // concurrent `delete_tag` sees either both or neither.
-            inner.cache.entry(Arc::clone(&key)).and_compute_with(|_| {
+            let indexed_key: Arc<str> = Arc::from(key);
+            inner.cache.entry(key.to_owned()).and_compute_with(|_| {
                 let mut index = lock(&inner.tags);
                 for tag in &stored.entry.metadata.tags {
                     index
                         .members
                         .entry(tag.clone())
                         .or_default()
-                        .insert(stored.id, Arc::clone(&key));
+                        .insert(stored.id, Arc::clone(&indexed_key));
                 }
                 Op::Put(stored)
             });
@@ -218,8 +229,8 @@ impl MemoryCache {
     }
 
     /// Removes `key` only while it still holds the put `id`; returns whether it did.
-    fn remove_version(&self, key: Arc<str>, id: u64) -> bool {
-        let result = self.inner.cache.entry(key).and_compute_with(|current| match current {
+    fn remove_version(&self, key: &str, id: u64) -> bool {
+        let result = self.inner.cache.entry_by_ref(key).and_compute_with(|current| match current {
             Some(current) if current.value().id == id => Op::Remove,
             _ => Op::Nop,
         });
@@ -284,7 +295,7 @@ impl CacheManager for MemoryCache {
         let members = lock(&self.inner.tags).members.remove(tag).unwrap_or_default();
         let mut removed = 0;
         for (id, key) in members {
-            removed += u64::from(self.remove_version(key, id));
+            removed += u64::from(self.remove_version(&key, id));
         }
         bump(&self.inner.counters.deletes, removed);
         Ok(removed)
@@ -292,16 +303,16 @@ impl CacheManager for MemoryCache {
 
     async fn delete_pattern(&self, pattern: &KeyPattern) -> Result<u64> {
         let prefix = pattern.literal_prefix();
-        let matching: Vec<(Arc<str>, u64)> = self
+        let matching: Vec<(Arc<String>, u64)> = self
             .inner
             .cache
             .iter()
             .filter(|(key, _)| key.starts_with(prefix.as_str()) && pattern.matches(key))
-            .map(|(key, stored)| (Arc::clone(&*key), stored.id))
+            .map(|(key, stored)| (key, stored.id))
             .collect();
         let mut removed = 0;
         for (key, id) in matching {
-            removed += u64::from(self.remove_version(key, id));
+            removed += u64::from(self.remove_version(&key, id));
         }
         bump(&self.inner.counters.deletes, removed);
         Ok(removed)

@@ -1,0 +1,67 @@
+//! Shared fixtures for the benchmarks: the same response for every contender.
+//!
+//! The benchmarks compare each backend with its raw dependency and with the peers'
+//! managers in one run. Run them with `cargo xtask bench` (which prints the ratios) or
+//! `cargo bench -p cache-bench`.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use cache_core::{CachePolicy, CachedResponse};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use url::Url;
+
+/// How many distinct keys the benchmarks cycle through.
+pub const KEY_COUNT: usize = 10_000;
+
+/// The body size of the standard response: 16 KiB.
+pub const BODY_LEN: usize = 16 * 1024;
+
+/// The keys the benchmarks use, `GET:https://bench.example/item/{n}`.
+pub fn keys() -> Vec<String> {
+    (0..KEY_COUNT)
+        .map(|n| format!("GET:https://bench.example/item/{n}"))
+        .collect()
+}
+
+/// The ten response headers of the standard response, all UTF-8 so that every peer can
+/// store them.
+pub fn headers() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("content-type", "application/json; charset=utf-8"),
+        ("cache-control", "public, max-age=3600"),
+        ("etag", "\"5d8c72a5edda8d6a\""),
+        ("last-modified", "Sat, 21 Nov 2026 10:00:00 GMT"),
+        ("date", "Sun, 22 Nov 2026 03:00:00 GMT"),
+        ("vary", "accept-encoding"),
+        ("server", "bench-origin/1.0"),
+        ("x-request-id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+        ("access-control-allow-origin", "*"),
+        ("content-length", "16384"),
+    ]
+}
+
+/// The standard response: status 200, ten headers and a 16 KiB body, with its policy.
+pub fn response() -> (CachedResponse, CachePolicy) {
+    let url = Url::parse("https://bench.example/item/0").expect("url");
+    let mut header_map = HeaderMap::new();
+    for (name, value) in headers() {
+        header_map.append(name, HeaderValue::from_static(value));
+    }
+    let body: Vec<u8> = (0..BODY_LEN).map(|n| (n % 251) as u8).collect();
+    let response = CachedResponse::new(url.clone(), StatusCode::OK)
+        .with_headers(header_map)
+        .with_body(Bytes::from(body));
+    (response.clone(), policy_for(&response))
+}
+
+/// The policy of a response to a plain GET of its URL.
+pub fn policy_for(response: &CachedResponse) -> CachePolicy {
+    let request = http::Request::get(response.url.as_str())
+        .body(())
+        .expect("request");
+    let mut head = http::Response::new(());
+    *head.status_mut() = response.status;
+    *head.headers_mut() = response.headers.clone();
+    CachePolicy::new_options(&request, &head, SystemTime::now(), Default::default())
+}
