@@ -48,7 +48,10 @@ struct KeyCycle {
 
 impl KeyCycle {
     fn new() -> Self {
-        Self { keys: keys(), next: AtomicUsize::new(0) }
+        Self {
+            keys: keys(),
+            next: AtomicUsize::new(0),
+        }
     }
 
     fn next(&self) -> &str {
@@ -66,21 +69,33 @@ fn get_hit(c: &mut Criterion) {
     let keys = KeyCycle::new();
     let (cached, policy) = response();
 
-    let memory = MemoryCache::builder().with_capacity_bytes(CAPACITY_BYTES).build();
-    let raw_sync: moka::sync::Cache<String, Arc<Vec<u8>>> = moka::sync::Cache::new(KEY_COUNT as u64 * 2);
-    let raw_future: moka::future::Cache<String, Arc<Vec<u8>>> = moka::future::Cache::new(KEY_COUNT as u64 * 2);
+    let memory = MemoryCache::builder()
+        .with_capacity_bytes(CAPACITY_BYTES)
+        .build();
+    let raw_sync: moka::sync::Cache<String, Arc<Vec<u8>>> =
+        moka::sync::Cache::new(KEY_COUNT as u64 * 2);
+    let raw_future: moka::future::Cache<String, Arc<Vec<u8>>> =
+        moka::future::Cache::new(KEY_COUNT as u64 * 2);
     let peer = MokaManager::new(moka::future::Cache::new(KEY_COUNT as u64 * 2));
     let raw_value = Arc::new(cached.body.to_vec());
     rt.block_on(async {
         for key in &keys.keys {
-            memory.put(key, cached.clone(), policy.clone(), ttl()).await.expect("put");
+            memory
+                .put(key, cached.clone(), policy.clone(), ttl())
+                .await
+                .expect("put");
             raw_sync.insert(key.clone(), Arc::clone(&raw_value));
             raw_future.insert(key.clone(), Arc::clone(&raw_value)).await;
-            peer.put(key.clone(), http_cache_response(), policy.clone()).await.expect("put");
+            peer.put(key.clone(), http_cache_response(), policy.clone())
+                .await
+                .expect("put");
         }
         // Every contender really hits, with the whole body.
         for key in &keys.keys {
-            assert_eq!(memory.get(key).await.unwrap().unwrap().response.body.len(), BODY_LEN);
+            assert_eq!(
+                memory.get(key).await.unwrap().unwrap().response.body.len(),
+                BODY_LEN
+            );
             assert_eq!(raw_sync.get(key).unwrap().len(), BODY_LEN);
             assert_eq!(raw_future.get(key).await.unwrap().len(), BODY_LEN);
             assert_eq!(peer.get(key).await.unwrap().unwrap().0.body.len(), BODY_LEN);
@@ -90,19 +105,24 @@ fn get_hit(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("memory/get_hit");
     group.bench_function("cache-memory (dyn CacheManager)", |b| {
-        b.to_async(&rt).iter(|| async { black_box(memory_dyn.get(keys.next()).await.unwrap()) });
+        b.to_async(&rt)
+            .iter(|| async { black_box(memory_dyn.get(keys.next()).await.unwrap()) });
     });
     group.bench_function("cache-memory (get_entry, no async)", |b| {
-        b.to_async(&rt).iter(|| async { black_box(memory.get_entry(keys.next()).unwrap()) });
+        b.to_async(&rt)
+            .iter(|| async { black_box(memory.get_entry(keys.next()).unwrap()) });
     });
     group.bench_function("raw moka sync::Cache", |b| {
-        b.to_async(&rt).iter(|| async { black_box(raw_sync.get(keys.next())) });
+        b.to_async(&rt)
+            .iter(|| async { black_box(raw_sync.get(keys.next())) });
     });
     group.bench_function("raw moka future::Cache", |b| {
-        b.to_async(&rt).iter(|| async { black_box(raw_future.get(keys.next()).await) });
+        b.to_async(&rt)
+            .iter(|| async { black_box(raw_future.get(keys.next()).await) });
     });
     group.bench_function("http-cache MokaManager", |b| {
-        b.to_async(&rt).iter(|| async { black_box(peer.get(keys.next()).await.unwrap()) });
+        b.to_async(&rt)
+            .iter(|| async { black_box(peer.get(keys.next()).await.unwrap()) });
     });
     group.finish();
 }
@@ -112,9 +132,15 @@ fn put(c: &mut Criterion) {
     let keys = KeyCycle::new();
     let (cached, policy) = response();
 
-    let memory: Arc<dyn CacheManager> = Arc::new(MemoryCache::builder().with_capacity_bytes(CAPACITY_BYTES).build());
-    let raw_sync: moka::sync::Cache<String, Arc<Vec<u8>>> = moka::sync::Cache::new(KEY_COUNT as u64 * 2);
-    let raw_future: moka::future::Cache<String, Arc<Vec<u8>>> = moka::future::Cache::new(KEY_COUNT as u64 * 2);
+    let memory: Arc<dyn CacheManager> = Arc::new(
+        MemoryCache::builder()
+            .with_capacity_bytes(CAPACITY_BYTES)
+            .build(),
+    );
+    let raw_sync: moka::sync::Cache<String, Arc<Vec<u8>>> =
+        moka::sync::Cache::new(KEY_COUNT as u64 * 2);
+    let raw_future: moka::future::Cache<String, Arc<Vec<u8>>> =
+        moka::future::Cache::new(KEY_COUNT as u64 * 2);
     let peer = MokaManager::new(moka::future::Cache::new(KEY_COUNT as u64 * 2));
 
     // Each contender receives its input by value, built outside the measurement: the
@@ -149,7 +175,13 @@ fn put(c: &mut Criterion) {
     });
     group.bench_function("http-cache MokaManager", |b| {
         b.to_async(&rt).iter_batched(
-            || (keys.next().to_owned(), http_cache_response(), policy.clone()),
+            || {
+                (
+                    keys.next().to_owned(),
+                    http_cache_response(),
+                    policy.clone(),
+                )
+            },
             |(key, response, policy)| {
                 let peer = peer.clone();
                 async move { black_box(peer.put(key, response, policy).await.unwrap()) }

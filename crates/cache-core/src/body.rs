@@ -61,8 +61,9 @@ impl Body for ChunkBody {
 pub async fn collect(mut body: BoxBody, limit: usize) -> Result<Bytes> {
     let mut collected = BytesMut::new();
     while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        let frame = frame
-            .map_err(|error| Error::new(ErrorKind::Body, "body", "the body failed").with_source(error))?;
+        let frame = frame.map_err(|error| {
+            Error::new(ErrorKind::Body, "body", "the body failed").with_source(error)
+        })?;
         if let Ok(data) = frame.into_data() {
             if collected.len() + data.len() > limit {
                 return Err(Error::new(

@@ -44,7 +44,11 @@ impl InstanceId {
         // `RandomState` is seeded from the operating system's randomness and every new
         // state gets fresh keys, so two of them give 128 unpredictable bits without an
         // extra dependency.
-        let half = || std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let half = || {
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        };
         Self((u128::from(half()) << 64) | u128::from(half()))
     }
 
@@ -212,7 +216,9 @@ impl InvalidationBus for InProcessBus {
             loop {
                 match receiver.recv().await {
                     Ok((origin, _)) if origin == own_id => {}
-                    Ok((origin, event)) => return Some((BusMessage::Event { origin, event }, receiver)),
+                    Ok((origin, event)) => {
+                        return Some((BusMessage::Event { origin, event }, receiver));
+                    }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         let reason = format!("the subscriber fell {missed} events behind");
                         return Some((BusMessage::Resync { reason }, receiver));
@@ -240,12 +246,18 @@ mod tests {
         b.publish(InvalidationEvent::Clear).await.unwrap();
         assert_eq!(
             b_receives.recv().await,
-            Some(BusMessage::Event { origin: a.instance_id(), event: delete })
+            Some(BusMessage::Event {
+                origin: a.instance_id(),
+                event: delete
+            })
         );
         // A skips its own delete and sees B's clear first.
         assert_eq!(
             a_receives.recv().await,
-            Some(BusMessage::Event { origin: b.instance_id(), event: InvalidationEvent::Clear })
+            Some(BusMessage::Event {
+                origin: b.instance_id(),
+                event: InvalidationEvent::Clear
+            })
         );
     }
 
@@ -255,11 +267,17 @@ mod tests {
         let (a, b) = (hub.bus(), hub.bus());
         let mut b_receives = b.subscribe().await.unwrap();
         for n in 0..5 {
-            a.publish(InvalidationEvent::Delete { key: format!("k{n}") }).await.unwrap();
+            a.publish(InvalidationEvent::Delete {
+                key: format!("k{n}"),
+            })
+            .await
+            .unwrap();
         }
         assert_eq!(
             b_receives.recv().await,
-            Some(BusMessage::Resync { reason: "the subscriber fell 3 events behind".into() })
+            Some(BusMessage::Resync {
+                reason: "the subscriber fell 3 events behind".into()
+            })
         );
         assert_eq!(
             b_receives.recv().await,

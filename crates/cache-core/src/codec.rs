@@ -163,14 +163,21 @@ pub fn decode_head(bytes: Bytes) -> Result<DecodedHead> {
 /// Returns the policy's serialized form with the request's credentials redacted: the exact
 /// bytes the envelope stores for it.
 pub fn encode_policy(policy: &CachePolicy) -> Result<Vec<u8>> {
-    let serialized = postcard::to_allocvec(policy)
-        .map_err(|error| Error::new(ErrorKind::Backend, "codec", "cannot serialize the cache policy").with_source(error))?;
+    let serialized = postcard::to_allocvec(policy).map_err(|error| {
+        Error::new(
+            ErrorKind::Backend,
+            "codec",
+            "cannot serialize the cache policy",
+        )
+        .with_source(error)
+    })?;
     redact_request_credentials(serialized)
 }
 
 /// Decodes a policy written by [`encode_policy`].
 pub fn decode_policy(bytes: &[u8]) -> Result<CachePolicy> {
-    postcard::from_bytes(bytes).map_err(|error| corrupt("the cache policy does not decode").with_source(error))
+    postcard::from_bytes(bytes)
+        .map_err(|error| corrupt("the cache policy does not decode").with_source(error))
 }
 
 // The serialized `CachePolicy` starts with the request's header map (its first field), so
@@ -183,9 +190,17 @@ fn redact_request_credentials(serialized: Vec<u8>) -> Result<Vec<u8>> {
 
     let (RequestHeaders(mut request_headers), rest) =
         postcard::take_from_bytes::<RequestHeaders>(&serialized).map_err(|error| {
-            Error::new(ErrorKind::Backend, "codec", "cannot read the policy's request headers").with_source(error)
+            Error::new(
+                ErrorKind::Backend,
+                "codec",
+                "cannot read the policy's request headers",
+            )
+            .with_source(error)
         })?;
-    if !CREDENTIAL_HEADERS.iter().any(|name| request_headers.contains_key(name)) {
+    if !CREDENTIAL_HEADERS
+        .iter()
+        .any(|name| request_headers.contains_key(name))
+    {
         return Ok(serialized);
     }
     for name in &CREDENTIAL_HEADERS {
@@ -198,9 +213,15 @@ fn redact_request_credentials(serialized: Vec<u8>) -> Result<Vec<u8>> {
             request_headers.append(name, HeaderValue::from_static(REDACTED));
         }
     }
-    let mut redacted = postcard::to_allocvec(&RequestHeaders(request_headers)).map_err(|error| {
-        Error::new(ErrorKind::Backend, "codec", "cannot write the policy's request headers").with_source(error)
-    })?;
+    let mut redacted =
+        postcard::to_allocvec(&RequestHeaders(request_headers)).map_err(|error| {
+            Error::new(
+                ErrorKind::Backend,
+                "codec",
+                "cannot write the policy's request headers",
+            )
+            .with_source(error)
+        })?;
     redacted.extend_from_slice(rest);
     Ok(redacted)
 }
@@ -228,13 +249,30 @@ fn write_envelope(
         .map(|(name, value)| 6 + name.as_str().len() + value.len())
         .sum();
     let tags_len: usize = metadata.tags.iter().map(|tag| 4 + tag.len()).sum();
-    let metadata_len = 4 + key.len() + 8 + 8 + 2 + 1 + 4 + head.url.as_str().len() + 4 + headers_len + 4 + tags_len + 4 + policy_bytes.len();
+    let metadata_len = 4
+        + key.len()
+        + 8
+        + 8
+        + 2
+        + 1
+        + 4
+        + head.url.as_str().len()
+        + 4
+        + headers_len
+        + 4
+        + tags_len
+        + 4
+        + policy_bytes.len();
     let body_bytes = body.map_or(0, <[u8]>::len);
     let mut out = Vec::with_capacity(FIXED_HEADER_LEN + metadata_len + body_bytes);
 
     out.extend_from_slice(&MAGIC);
     out.push(FORMAT_VERSION);
-    out.push(if body.is_some() { 0 } else { FLAG_BODY_DETACHED });
+    out.push(if body.is_some() {
+        0
+    } else {
+        FLAG_BODY_DETACHED
+    });
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(&[0; 8]);
     out.extend_from_slice(&u32_len(metadata_len, "metadata")?.to_le_bytes());
@@ -271,7 +309,11 @@ fn write_envelope(
 
 fn u32_len(len: usize, what: &str) -> Result<u32> {
     u32::try_from(len).map_err(|_| {
-        Error::new(ErrorKind::TooLarge, "codec", format!("{what} is {len} bytes, more than 4 GiB"))
+        Error::new(
+            ErrorKind::TooLarge,
+            "codec",
+            format!("{what} is {len} bytes, more than 4 GiB"),
+        )
     })
 }
 
@@ -282,8 +324,9 @@ fn put_bytes32(out: &mut Vec<u8>, bytes: &[u8], what: &str) -> Result<()> {
 }
 
 fn unix_nanos(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+    })
 }
 
 fn from_unix_nanos(nanos: u64) -> SystemTime {
@@ -378,8 +421,10 @@ fn parse_metadata(bytes: &Bytes, range: std::ops::Range<usize>) -> Result<Parsed
     let key = reader.string("key")?;
     let stored_at = from_unix_nanos(reader.u64()?);
     let expires_at = from_unix_nanos(reader.u64()?);
-    let status = StatusCode::from_u16(reader.u16()?).map_err(|_| corrupt("the status code is invalid"))?;
-    let version = version_from_code(reader.u8()?).ok_or_else(|| corrupt("the http version is invalid"))?;
+    let status =
+        StatusCode::from_u16(reader.u16()?).map_err(|_| corrupt("the status code is invalid"))?;
+    let version =
+        version_from_code(reader.u8()?).ok_or_else(|| corrupt("the http version is invalid"))?;
     let url = Url::parse(reader.str("url")?).map_err(|_| corrupt("the url does not parse"))?;
 
     // Each header takes at least 6 bytes, so the count is checked against what remains
@@ -446,7 +491,9 @@ impl<'a> Reader<'a> {
 
     fn take_range(&mut self, len: usize, what: &str) -> Result<std::ops::Range<usize>> {
         if len > self.remaining() {
-            return Err(corrupt(&format!("the {what} runs past the end of the metadata")));
+            return Err(corrupt(&format!(
+                "the {what} runs past the end of the metadata"
+            )));
         }
         let range = self.position..self.position + len;
         self.position += len;

@@ -185,7 +185,9 @@ impl EntryMetadata {
 
     /// How long the entry has left in storage at `now`; zero once it has expired.
     pub fn remaining_ttl(&self, now: SystemTime) -> Duration {
-        self.expires_at.duration_since(now).unwrap_or(Duration::ZERO)
+        self.expires_at
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
     }
 
     /// The storage TTL the entry was written with.

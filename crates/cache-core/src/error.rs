@@ -147,7 +147,13 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} backend: {}: {}", self.backend, self.kind.describe(), self.message)?;
+        write!(
+            f,
+            "{} backend: {}: {}",
+            self.backend,
+            self.kind.describe(),
+            self.message
+        )?;
         if let Some(key) = &self.key {
             write!(f, " (key {key:?})")?;
         }

@@ -14,7 +14,10 @@ pub fn validate_key(backend: &'static str, key: &str) -> Result<()> {
         return Err(Error::new(
             ErrorKind::InvalidKey,
             backend,
-            format!("key is {} bytes long, the limit is {MAX_KEY_LEN}", key.len()),
+            format!(
+                "key is {} bytes long, the limit is {MAX_KEY_LEN}",
+                key.len()
+            ),
         )
         .with_key(key));
     }
@@ -55,7 +58,10 @@ impl KeyPattern {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 "core",
-                format!("pattern is {} bytes long, the limit is {MAX_KEY_LEN}", pattern.len()),
+                format!(
+                    "pattern is {} bytes long, the limit is {MAX_KEY_LEN}",
+                    pattern.len()
+                ),
             ));
         }
         let mut tokens = Vec::with_capacity(pattern.len());
@@ -173,7 +179,10 @@ mod tests {
 
     #[test]
     fn literal_prefix_stops_at_the_first_wildcard() {
-        assert_eq!(KeyPattern::new("ab\\*c?d*").unwrap().literal_prefix(), "ab*c");
+        assert_eq!(
+            KeyPattern::new("ab\\*c?d*").unwrap().literal_prefix(),
+            "ab*c"
+        );
         assert_eq!(KeyPattern::new("*x").unwrap().literal_prefix(), "");
     }
 

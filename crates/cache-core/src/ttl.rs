@@ -197,7 +197,9 @@ mod tests {
     use super::*;
 
     fn policy_for(response_headers: &[(&str, &str)], now: SystemTime) -> (CachePolicy, HeaderMap) {
-        let request = http::Request::get("https://example.com/a").body(()).unwrap();
+        let request = http::Request::get("https://example.com/a")
+            .body(())
+            .unwrap();
         let mut builder = http::Response::builder().status(200);
         for (name, value) in response_headers {
             builder = builder.header(*name, *value);

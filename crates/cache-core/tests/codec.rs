@@ -5,7 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use cache_core::codec::{self, FIXED_HEADER_LEN};
-use cache_core::testkit::fixtures::{assert_equivalent_policy, assert_same_response, policy, policy_for_request, request_for, response};
+use cache_core::testkit::fixtures::{
+    assert_equivalent_policy, assert_same_response, policy, policy_for_request, request_for,
+    response,
+};
 use cache_core::{CacheEntry, CachedResponse, EntryMetadata, ErrorKind};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 use proptest::prelude::*;
@@ -77,7 +80,10 @@ proptest! {
 
 #[test]
 fn the_layout_is_as_documented() {
-    let entry = entry_of(response("https://example.com/a", Bytes::from_static(b"hello")), vec![]);
+    let entry = entry_of(
+        response("https://example.com/a", Bytes::from_static(b"hello")),
+        vec![],
+    );
     let encoded = codec::encode("k", &entry).unwrap();
     assert_eq!(&encoded[..4], b"HCSE");
     assert_eq!(encoded[4], codec::FORMAT_VERSION);
@@ -91,20 +97,31 @@ fn the_layout_is_as_documented() {
 
 #[test]
 fn head_only_envelopes_round_trip_and_are_not_full_envelopes() {
-    let entry = entry_of(response("https://example.com/big", Bytes::new()), vec!["t".into()]);
+    let entry = entry_of(
+        response("https://example.com/big", Bytes::new()),
+        vec!["t".into()],
+    );
     let (head, _) = entry.response.clone().into_head_and_body();
-    let encoded = Bytes::from(codec::encode_head("big", &head, &entry.policy, &entry.metadata, 1 << 40).unwrap());
+    let encoded = Bytes::from(
+        codec::encode_head("big", &head, &entry.policy, &entry.metadata, 1 << 40).unwrap(),
+    );
     let decoded = codec::decode_head(encoded.clone()).unwrap();
     assert_eq!(decoded.body_len, 1 << 40);
     assert_eq!(decoded.key, "big");
     assert_eq!(decoded.metadata, entry.metadata);
     assert_eq!(decoded.head.headers, head.headers);
-    assert_eq!(codec::decode(encoded).unwrap_err().kind(), ErrorKind::CorruptEntry);
+    assert_eq!(
+        codec::decode(encoded).unwrap_err().kind(),
+        ErrorKind::CorruptEntry
+    );
 }
 
 #[test]
 fn another_format_version_another_key_and_a_bad_checksum_are_corrupt() {
-    let entry = entry_of(response("https://example.com/a", Bytes::from_static(b"body")), vec![]);
+    let entry = entry_of(
+        response("https://example.com/a", Bytes::from_static(b"body")),
+        vec![],
+    );
     let encoded = codec::encode("key-a", &entry).unwrap();
     let error = codec::decode_for_key(Bytes::from(encoded.clone()), "key-b").unwrap_err();
     assert_eq!(error.kind(), ErrorKind::CorruptEntry);
@@ -112,21 +129,37 @@ fn another_format_version_another_key_and_a_bad_checksum_are_corrupt() {
 
     let mut older = encoded.clone();
     older[4] = 0;
-    assert_eq!(codec::decode(Bytes::from(older)).unwrap_err().message(), "the envelope has an unsupported format version");
+    assert_eq!(
+        codec::decode(Bytes::from(older)).unwrap_err().message(),
+        "the envelope has an unsupported format version"
+    );
 
     let mut flipped = encoded.clone();
     *flipped.last_mut().unwrap() ^= 1;
-    assert_eq!(codec::decode(Bytes::from(flipped)).unwrap_err().message(), "the envelope's checksum does not match");
+    assert_eq!(
+        codec::decode(Bytes::from(flipped)).unwrap_err().message(),
+        "the envelope's checksum does not match"
+    );
 
     let mut longer = encoded;
     longer.push(0);
-    assert_eq!(codec::decode(Bytes::from(longer)).unwrap_err().message(), "the envelope's lengths do not match its size");
+    assert_eq!(
+        codec::decode(Bytes::from(longer)).unwrap_err().message(),
+        "the envelope's lengths do not match its size"
+    );
 }
 
 #[test]
 fn credentials_never_reach_the_encoded_bytes() {
-    let secrets = ["Bearer s3cr3t-token-value", "session=c00kie-s3cr3t", "Basic pr0xy-s3cr3t"];
-    let cached = response("https://example.com/account", Bytes::from_static(b"account page"));
+    let secrets = [
+        "Bearer s3cr3t-token-value",
+        "session=c00kie-s3cr3t",
+        "Basic pr0xy-s3cr3t",
+    ];
+    let cached = response(
+        "https://example.com/account",
+        Bytes::from_static(b"account page"),
+    );
     let request = http::Request::get("https://example.com/account")
         .header("authorization", secrets[0])
         .header("cookie", secrets[1])
@@ -139,9 +172,16 @@ fn credentials_never_reach_the_encoded_bytes() {
     let metadata = EntryMetadata::new(SystemTime::now(), Duration::from_secs(60), vec![]);
     let entry = CacheEntry::new(cached.clone(), policy, metadata);
     let encoded = codec::encode("account", &entry).unwrap();
-    for secret in ["s3cr3t-token-value", "c00kie-s3cr3t", "pr0xy-s3cr3t", "c00kie-tw0"] {
+    for secret in [
+        "s3cr3t-token-value",
+        "c00kie-s3cr3t",
+        "pr0xy-s3cr3t",
+        "c00kie-tw0",
+    ] {
         assert!(
-            !encoded.windows(secret.len()).any(|window| window == secret.as_bytes()),
+            !encoded
+                .windows(secret.len())
+                .any(|window| window == secret.as_bytes()),
             "{secret} is in the encoded bytes"
         );
     }
@@ -150,22 +190,49 @@ fn credentials_never_reach_the_encoded_bytes() {
     assert!(encoded.windows(2).any(|window| window == b"fr"));
     let decoded = codec::decode(Bytes::from(encoded)).unwrap();
     assert_same_response(&decoded.entry.response, &cached, "redacted entry");
-    assert_eq!(decoded.entry.policy.time_to_live(SystemTime::now()).as_secs(), entry.policy.time_to_live(SystemTime::now()).as_secs());
+    assert_eq!(
+        decoded
+            .entry
+            .policy
+            .time_to_live(SystemTime::now())
+            .as_secs(),
+        entry.policy.time_to_live(SystemTime::now()).as_secs()
+    );
 }
 
 #[test]
 fn a_response_that_varies_on_cookie_never_matches_another_cookie_after_redaction() {
     let mut cached = response("https://example.com/v", Bytes::from_static(b"for alice"));
-    cached.headers.insert("vary", HeaderValue::from_static("cookie"));
-    let alice = http::Request::get("https://example.com/v").header("cookie", "user=alice").body(()).unwrap();
+    cached
+        .headers
+        .insert("vary", HeaderValue::from_static("cookie"));
+    let alice = http::Request::get("https://example.com/v")
+        .header("cookie", "user=alice")
+        .body(())
+        .unwrap();
     let policy = policy_for_request(&alice, &cached);
-    let entry = CacheEntry::new(cached, policy, EntryMetadata::new(SystemTime::now(), Duration::from_secs(60), vec![]));
+    let entry = CacheEntry::new(
+        cached,
+        policy,
+        EntryMetadata::new(SystemTime::now(), Duration::from_secs(60), vec![]),
+    );
     let decoded = codec::decode(Bytes::from(codec::encode("v", &entry).unwrap())).unwrap();
     let now = SystemTime::now();
     for request in [
-        http::Request::get("https://example.com/v").body(()).unwrap(),
-        http::Request::get("https://example.com/v").header("cookie", "user=bob").body(()).unwrap(),
+        http::Request::get("https://example.com/v")
+            .body(())
+            .unwrap(),
+        http::Request::get("https://example.com/v")
+            .header("cookie", "user=bob")
+            .body(())
+            .unwrap(),
     ] {
-        assert!(!decoded.entry.policy.before_request(&request, now).satisfies_without_revalidation());
+        assert!(
+            !decoded
+                .entry
+                .policy
+                .before_request(&request, now)
+                .satisfies_without_revalidation()
+        );
     }
 }

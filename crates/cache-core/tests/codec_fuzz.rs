@@ -1,7 +1,10 @@
 //! One million random and mutated inputs: the decoder never panics and never allocates
 //! more than a bounded amount, whatever the length fields claim.
 
-#![expect(unsafe_code, reason = "a counting global allocator must implement the unsafe GlobalAlloc trait")]
+#![expect(
+    unsafe_code,
+    reason = "a counting global allocator must implement the unsafe GlobalAlloc trait"
+)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,16 +51,29 @@ const INPUTS: usize = 1_000_000;
 const ALLOCATION_BOUND: usize = 8 * 1024 * 1024;
 
 fn seeds() -> Vec<Vec<u8>> {
-    let mut cached = response("https://example.com/seed", Bytes::from_static(b"seed body with some length to it"));
-    cached.headers.append("x-multi", HeaderValue::from_static("fourth"));
+    let mut cached = response(
+        "https://example.com/seed",
+        Bytes::from_static(b"seed body with some length to it"),
+    );
+    cached
+        .headers
+        .append("x-multi", HeaderValue::from_static("fourth"));
     let request = http::Request::get("https://example.com/seed")
         .header("authorization", "Bearer x")
         .body(())
         .unwrap();
     let policy = policy_for_request(&request, &cached);
-    let metadata = EntryMetadata::new(SystemTime::now(), Duration::from_secs(5), vec!["t1".into(), "t2".into()]);
+    let metadata = EntryMetadata::new(
+        SystemTime::now(),
+        Duration::from_secs(5),
+        vec!["t1".into(), "t2".into()],
+    );
     let entry = CacheEntry::new(cached.clone(), policy.clone(), metadata.clone());
-    let empty = CacheEntry::new(cached.clone().with_body(Bytes::new()), policy.clone(), metadata.clone());
+    let empty = CacheEntry::new(
+        cached.clone().with_body(Bytes::new()),
+        policy.clone(),
+        metadata.clone(),
+    );
     let (head, _) = cached.into_head_and_body();
     vec![
         codec::encode("seed-key", &entry).unwrap(),
@@ -96,7 +112,9 @@ fn mutate(rng: &mut StdRng, seed: &[u8]) -> Vec<u8> {
             4 if bytes.len() > 32 => {
                 // Overwrite a 4-byte word in the metadata with a hostile length.
                 let at = rng.random_range(28..bytes.len() - 4);
-                let hostile: u32 = *[u32::MAX, u32::MAX / 2, 65_535, 1 << 20, rng.random()].get(rng.random_range(0..5)).unwrap();
+                let hostile: u32 = *[u32::MAX, u32::MAX / 2, 65_535, 1 << 20, rng.random()]
+                    .get(rng.random_range(0..5))
+                    .unwrap();
                 bytes[at..at + 4].copy_from_slice(&hostile.to_le_bytes());
             }
             5 if bytes.len() >= 28 => {
@@ -128,7 +146,10 @@ fn mutate(rng: &mut StdRng, seed: &[u8]) -> Vec<u8> {
 fn a_million_random_and_mutated_inputs_never_panic_nor_allocate_unboundedly() {
     let seeds = seeds();
     for seed in &seeds {
-        assert!(codec::decode(Bytes::from(seed.clone())).is_ok() || codec::decode_head(Bytes::from(seed.clone())).is_ok());
+        assert!(
+            codec::decode(Bytes::from(seed.clone())).is_ok()
+                || codec::decode_head(Bytes::from(seed.clone())).is_ok()
+        );
     }
     let mut rng = StdRng::seed_from_u64(0x00c0_dec0_f022);
     let mut decoded_ok = 0usize;
@@ -155,8 +176,14 @@ fn a_million_random_and_mutated_inputs_never_panic_nor_allocate_unboundedly() {
         decoded_ok += usize::from(codec::decode_head(input).is_ok());
     }
     let largest = LARGEST_ALLOCATION.load(Ordering::Relaxed);
-    assert!(largest <= ALLOCATION_BOUND, "an input made the decoder allocate {largest} bytes at once");
+    assert!(
+        largest <= ALLOCATION_BOUND,
+        "an input made the decoder allocate {largest} bytes at once"
+    );
     // Some mutants (a flipped byte inside a header value, say) are still valid envelopes;
     // the point is that none panicked.
-    assert!(decoded_ok < INPUTS, "nearly every mutant must be rejected, {decoded_ok} decoded");
+    assert!(
+        decoded_ok < INPUTS,
+        "nearly every mutant must be rejected, {decoded_ok} decoded"
+    );
 }

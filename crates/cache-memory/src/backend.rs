@@ -93,7 +93,12 @@ fn bump(counter: &AtomicU64, by: u64) {
 struct EntryExpiry;
 
 impl moka::Expiry<String, Stored> for EntryExpiry {
-    fn expire_after_create(&self, _key: &String, value: &Stored, _created_at: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Stored,
+        _created_at: Instant,
+    ) -> Option<Duration> {
         Some(value.remaining_ttl())
     }
 
@@ -110,7 +115,8 @@ impl moka::Expiry<String, Stored> for EntryExpiry {
 
 fn lock(tags: &Mutex<TagIndex>) -> MutexGuard<'_, TagIndex> {
     // The index stays consistent even if a holder panicked: every update is one map call.
-    tags.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    tags.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn weight(key: &str, entry: &CacheEntry) -> u64 {
@@ -130,16 +136,18 @@ impl MemoryCache {
                 u32::try_from(weight(key, &stored.entry)).unwrap_or(u32::MAX)
             })
             .expire_after(EntryExpiry)
-            .eviction_listener(move |_key: Arc<String>, stored: Stored, cause: RemovalCause| {
-                match cause {
-                    RemovalCause::Expired => bump(&listener_counters.expirations, 1),
-                    RemovalCause::Size => bump(&listener_counters.evictions, 1),
-                    RemovalCause::Explicit | RemovalCause::Replaced => {}
-                }
-                if !stored.entry.metadata.tags.is_empty() {
-                    lock(&listener_tags).remove(&stored.entry.metadata.tags, stored.id);
-                }
-            })
+            .eviction_listener(
+                move |_key: Arc<String>, stored: Stored, cause: RemovalCause| {
+                    match cause {
+                        RemovalCause::Expired => bump(&listener_counters.expirations, 1),
+                        RemovalCause::Size => bump(&listener_counters.evictions, 1),
+                        RemovalCause::Explicit | RemovalCause::Replaced => {}
+                    }
+                    if !stored.entry.metadata.tags.is_empty() {
+                        lock(&listener_tags).remove(&stored.entry.metadata.tags, stored.id);
+                    }
+                },
+            )
             .build();
         Self {
             inner: Arc::new(Inner {
@@ -177,12 +185,19 @@ impl MemoryCache {
     }
 
     /// Stores an entry, without going through the async trait.
-    pub fn put_entry(&self, key: &str, response: CachedResponse, policy: CachePolicy, options: &PutOptions) -> Result<()> {
+    pub fn put_entry(
+        &self,
+        key: &str,
+        response: CachedResponse,
+        policy: CachePolicy,
+        options: &PutOptions,
+    ) -> Result<()> {
         validate_key(NAME, key)?;
         let inner = &*self.inner;
-        let metadata = inner
-            .ttl_policy
-            .entry_metadata(&policy, &response.headers, options, SystemTime::now());
+        let metadata =
+            inner
+                .ttl_policy
+                .entry_metadata(&policy, &response.headers, options, SystemTime::now());
         if metadata.storage_ttl().is_zero() {
             self.remove(key);
             return Ok(());
@@ -193,7 +208,10 @@ impl MemoryCache {
             return Err(Error::new(
                 ErrorKind::TooLarge,
                 NAME,
-                format!("the entry weighs {entry_weight} bytes, the limit is {}", inner.max_entry_bytes),
+                format!(
+                    "the entry weighs {entry_weight} bytes, the limit is {}",
+                    inner.max_entry_bytes
+                ),
             )
             .with_key(key));
         }
@@ -230,10 +248,14 @@ impl MemoryCache {
 
     /// Removes `key` only while it still holds the put `id`; returns whether it did.
     fn remove_version(&self, key: &str, id: u64) -> bool {
-        let result = self.inner.cache.entry_by_ref(key).and_compute_with(|current| match current {
-            Some(current) if current.value().id == id => Op::Remove,
-            _ => Op::Nop,
-        });
+        let result = self
+            .inner
+            .cache
+            .entry_by_ref(key)
+            .and_compute_with(|current| match current {
+                Some(current) if current.value().id == id => Op::Remove,
+                _ => Op::Nop,
+            });
         matches!(result, CompResult::Removed(_))
     }
 
@@ -246,7 +268,11 @@ impl MemoryCache {
     /// How many (tag, entry) memberships the tag index holds; it shrinks as entries are
     /// deleted, evicted or expire (after [`run_pending_tasks`](Self::run_pending_tasks)).
     pub fn tag_index_len(&self) -> usize {
-        lock(&self.inner.tags).members.values().map(HashMap::len).sum()
+        lock(&self.inner.tags)
+            .members
+            .values()
+            .map(HashMap::len)
+            .sum()
     }
 }
 
@@ -280,7 +306,13 @@ impl CacheManager for MemoryCache {
         self.get_entry(key)
     }
 
-    async fn put(&self, key: &str, response: CachedResponse, policy: CachePolicy, options: PutOptions) -> Result<()> {
+    async fn put(
+        &self,
+        key: &str,
+        response: CachedResponse,
+        policy: CachePolicy,
+        options: PutOptions,
+    ) -> Result<()> {
         self.put_entry(key, response, policy, &options)
     }
 
@@ -292,7 +324,10 @@ impl CacheManager for MemoryCache {
     }
 
     async fn delete_tag(&self, tag: &str) -> Result<u64> {
-        let members = lock(&self.inner.tags).members.remove(tag).unwrap_or_default();
+        let members = lock(&self.inner.tags)
+            .members
+            .remove(tag)
+            .unwrap_or_default();
         let mut removed = 0;
         for (id, key) in members {
             removed += u64::from(self.remove_version(&key, id));

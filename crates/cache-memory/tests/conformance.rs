@@ -7,7 +7,9 @@ use cache_memory::MemoryCache;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_passes_every_conformance_case_it_supports() {
-    let cache = MemoryCache::builder().with_capacity_bytes(256 * 1024 * 1024).build();
+    let cache = MemoryCache::builder()
+        .with_capacity_bytes(256 * 1024 * 1024)
+        .build();
     let report = run_all(&Suite::new(Arc::new(cache))).await;
     // Decoded entries live in process memory: there are no stored bytes to corrupt or
     // to leak credentials into, and the store is not a streaming one.

@@ -18,7 +18,10 @@ async fn a_hit_returns_the_stored_entry_itself() {
     let cache = MemoryCache::builder().build();
     let cached = response("https://example.com/a", Bytes::from(vec![7u8; 16 * 1024]));
     let body_pointer = cached.body.as_ptr();
-    cache.put("a", cached.clone(), policy(&cached), hour()).await.unwrap();
+    cache
+        .put("a", cached.clone(), policy(&cached), hour())
+        .await
+        .unwrap();
     let first = cache.get("a").await.unwrap().unwrap();
     let second = cache.get("a").await.unwrap().unwrap();
     // Nothing was serialized on put nor decoded on get: the same allocation comes back.
@@ -31,8 +34,14 @@ async fn capacity_is_counted_in_bytes() {
     let capacity = 4 * 1024 * 1024;
     let cache = MemoryCache::builder().with_capacity_bytes(capacity).build();
     for n in 0..40 {
-        let cached = response("https://example.com/big", Bytes::from(vec![n as u8; 256 * 1024]));
-        cache.put(&format!("big-{n}"), cached.clone(), policy(&cached), hour()).await.unwrap();
+        let cached = response(
+            "https://example.com/big",
+            Bytes::from(vec![n as u8; 256 * 1024]),
+        );
+        cache
+            .put(&format!("big-{n}"), cached.clone(), policy(&cached), hour())
+            .await
+            .unwrap();
     }
     cache.run_pending_tasks();
     let size = cache.size_bytes().await.unwrap();
@@ -41,7 +50,11 @@ async fn capacity_is_counted_in_bytes() {
     // Each entry weighs its 256 KiB body plus a little: at most 15 of them fit in 4 MiB.
     assert!(count <= 15, "{count} entries of 256 KiB fit in 4 MiB");
     let stats = cache.stats().unwrap();
-    assert_eq!(stats.evictions, 40 - count, "every entry not held was evicted for size");
+    assert_eq!(
+        stats.evictions,
+        40 - count,
+        "every entry not held was evicted for size"
+    );
 }
 
 #[tokio::test]
@@ -50,15 +63,23 @@ async fn an_entry_larger_than_the_limit_is_refused() {
         .with_capacity_bytes(1024 * 1024)
         .with_max_entry_bytes(64 * 1024)
         .build();
-    let cached = response("https://example.com/huge", Bytes::from(vec![0u8; 100 * 1024]));
-    let error = cache.put("huge", cached.clone(), policy(&cached), hour()).await.unwrap_err();
+    let cached = response(
+        "https://example.com/huge",
+        Bytes::from(vec![0u8; 100 * 1024]),
+    );
+    let error = cache
+        .put("huge", cached.clone(), policy(&cached), hour())
+        .await
+        .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::TooLarge);
     assert!(cache.get("huge").await.unwrap().is_none());
 }
 
 #[tokio::test]
 async fn the_tag_index_shrinks_when_entries_expire_are_evicted_deleted_or_replaced() {
-    let cache = MemoryCache::builder().with_capacity_bytes(2 * 1024 * 1024).build();
+    let cache = MemoryCache::builder()
+        .with_capacity_bytes(2 * 1024 * 1024)
+        .build();
     let small = response("https://example.com/t", Bytes::from_static(b"small"));
 
     // Expiry.
@@ -66,7 +87,15 @@ async fn the_tag_index_shrinks_when_entries_expire_are_evicted_deleted_or_replac
         let options = PutOptions::new()
             .with_ttl(Duration::from_millis(150))
             .with_tags(["short", "both"]);
-        cache.put(&format!("short-{n}"), small.clone(), policy(&small), options).await.unwrap();
+        cache
+            .put(
+                &format!("short-{n}"),
+                small.clone(),
+                policy(&small),
+                options,
+            )
+            .await
+            .unwrap();
     }
     assert_eq!(cache.tag_index_len(), 20);
     // moka's expiry wheel removes expired entries in its maintenance, in buckets of about a
@@ -80,9 +109,33 @@ async fn the_tag_index_shrinks_when_entries_expire_are_evicted_deleted_or_replac
     assert_eq!(cache.stats().unwrap().expirations, 10);
 
     // Replacement and deletion.
-    cache.put("r", small.clone(), policy(&small), hour().with_tags(["old"])).await.unwrap();
-    cache.put("r", small.clone(), policy(&small), hour().with_tags(["new"])).await.unwrap();
-    cache.put("d", small.clone(), policy(&small), hour().with_tags(["gone"])).await.unwrap();
+    cache
+        .put(
+            "r",
+            small.clone(),
+            policy(&small),
+            hour().with_tags(["old"]),
+        )
+        .await
+        .unwrap();
+    cache
+        .put(
+            "r",
+            small.clone(),
+            policy(&small),
+            hour().with_tags(["new"]),
+        )
+        .await
+        .unwrap();
+    cache
+        .put(
+            "d",
+            small.clone(),
+            policy(&small),
+            hour().with_tags(["gone"]),
+        )
+        .await
+        .unwrap();
     cache.delete("d").await.unwrap();
     cache.run_pending_tasks();
     assert_eq!(cache.tag_index_len(), 1, "only r's new tag remains");
@@ -91,12 +144,27 @@ async fn the_tag_index_shrinks_when_entries_expire_are_evicted_deleted_or_replac
 
     // Eviction for size: 64 tagged entries of 256 KiB into 2 MiB.
     for n in 0..64 {
-        let big = response("https://example.com/big", Bytes::from(vec![1u8; 256 * 1024]));
-        cache.put(&format!("big-{n}"), big.clone(), policy(&big), hour().with_tags(["big"])).await.unwrap();
+        let big = response(
+            "https://example.com/big",
+            Bytes::from(vec![1u8; 256 * 1024]),
+        );
+        cache
+            .put(
+                &format!("big-{n}"),
+                big.clone(),
+                policy(&big),
+                hour().with_tags(["big"]),
+            )
+            .await
+            .unwrap();
     }
     cache.run_pending_tasks();
     let live = cache.entry_count().await.unwrap();
-    assert_eq!(cache.tag_index_len() as u64, live, "one membership per live entry");
+    assert_eq!(
+        cache.tag_index_len() as u64,
+        live,
+        "one membership per live entry"
+    );
     assert_eq!(cache.delete_tag("big").await.unwrap(), live);
     assert_eq!(cache.tag_index_len(), 0);
 }
@@ -106,10 +174,19 @@ async fn pattern_deletion_never_removes_a_newer_version_put_meanwhile() {
     let cache = MemoryCache::builder().build();
     let cached = response("https://example.com/p", Bytes::from_static(b"v"));
     for n in 0..100 {
-        cache.put(&format!("p:{n}"), cached.clone(), policy(&cached), hour()).await.unwrap();
+        cache
+            .put(&format!("p:{n}"), cached.clone(), policy(&cached), hour())
+            .await
+            .unwrap();
     }
-    cache.put("q:1", cached.clone(), policy(&cached), hour()).await.unwrap();
-    let removed = cache.delete_pattern(&KeyPattern::new("p:*").unwrap()).await.unwrap();
+    cache
+        .put("q:1", cached.clone(), policy(&cached), hour())
+        .await
+        .unwrap();
+    let removed = cache
+        .delete_pattern(&KeyPattern::new("p:*").unwrap())
+        .await
+        .unwrap();
     assert_eq!(removed, 100);
     assert_eq!(cache.entry_count().await.unwrap(), 1);
     let stats = cache.stats().unwrap();

@@ -29,8 +29,14 @@ pub fn request_for(url: &Url) -> Request<()> {
 /// value that is not UTF-8, and `body`.
 pub fn response(url: &str, body: impl Into<Bytes>) -> CachedResponse {
     let mut headers = HeaderMap::new();
-    headers.insert("content-type", HeaderValue::from_static("application/octet-stream"));
-    headers.insert("cache-control", HeaderValue::from_static("public, max-age=3600"));
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(
+        "cache-control",
+        HeaderValue::from_static("public, max-age=3600"),
+    );
     headers.insert("etag", HeaderValue::from_static("\"v1-fixture\""));
     headers.insert("vary", HeaderValue::from_static("accept-encoding"));
     headers.insert("server", HeaderValue::from_static("conformance"));
@@ -39,9 +45,13 @@ pub fn response(url: &str, body: impl Into<Bytes>) -> CachedResponse {
     headers.append("x-multi", HeaderValue::from_static("third"));
     headers.insert(
         "x-binary",
-        HeaderValue::from_bytes(&[0xff, 0xfe, b'a', 0x80, b' ', 0xe9]).expect("opaque bytes are a valid value"),
+        HeaderValue::from_bytes(&[0xff, 0xfe, b'a', 0x80, b' ', 0xe9])
+            .expect("opaque bytes are a valid value"),
     );
-    headers.insert("date", HeaderValue::from_static("Sun, 22 Nov 2026 03:00:00 GMT"));
+    headers.insert(
+        "date",
+        HeaderValue::from_static("Sun, 22 Nov 2026 03:00:00 GMT"),
+    );
     CachedResponse::new(Url::parse(url).expect("a valid url"), StatusCode::OK)
         .with_version(Version::HTTP_2)
         .with_headers(headers)
@@ -70,22 +80,43 @@ pub fn assert_same_response(got: &CachedResponse, expected: &CachedResponse, con
     let got_headers: Vec<_> = got.headers.iter().collect();
     let expected_headers: Vec<_> = expected.headers.iter().collect();
     assert_eq!(got_headers, expected_headers, "{context}: headers");
-    assert_eq!(got.body.len(), expected.body.len(), "{context}: body length");
+    assert_eq!(
+        got.body.len(),
+        expected.body.len(),
+        "{context}: body length"
+    );
     assert!(got.body == expected.body, "{context}: body bytes differ");
 }
 
 /// Asserts that two policies make the same decisions: storable, time to live, age, and
 /// whether the original request may be served without revalidation.
-pub fn assert_equivalent_policy(got: &CachePolicy, expected: &CachePolicy, request: &Request<()>, context: &str) {
+pub fn assert_equivalent_policy(
+    got: &CachePolicy,
+    expected: &CachePolicy,
+    request: &Request<()>,
+    context: &str,
+) {
     let now = SystemTime::now();
-    assert_eq!(got.is_storable(), expected.is_storable(), "{context}: policy storable");
-    assert_eq!(got.time_to_live(now), expected.time_to_live(now), "{context}: policy time to live");
+    assert_eq!(
+        got.is_storable(),
+        expected.is_storable(),
+        "{context}: policy storable"
+    );
+    assert_eq!(
+        got.time_to_live(now),
+        expected.time_to_live(now),
+        "{context}: policy time to live"
+    );
     assert_eq!(got.age(now), expected.age(now), "{context}: policy age");
     let fresh = |policy: &CachePolicy| match policy.before_request(request, now) {
         BeforeRequest::Fresh(parts) => Some(parts.headers),
         BeforeRequest::Stale { .. } => None,
     };
-    assert_eq!(fresh(got), fresh(expected), "{context}: policy decision for the same request");
+    assert_eq!(
+        fresh(got),
+        fresh(expected),
+        "{context}: policy decision for the same request"
+    );
 }
 
 /// Asserts the whole entry: response, policy and tags.
