@@ -1,6 +1,7 @@
 //! Workspace automation, run as `cargo xtask TASK` (matklad's xtask pattern: plain Rust,
 //! no shell scripts).
 
+use std::collections::BTreeMap;
 use std::env;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -39,7 +40,7 @@ fn main() -> ExitCode {
         }
         Some("test-all") => test_all(require_redis),
         Some("lint") => lint(),
-        Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("bench") => bench(&args[1..]),
         Some("ci") => lint().and_then(|()| test_all(require_redis)),
         Some(other) => {
             print_tasks();
@@ -222,69 +223,136 @@ fn lint() -> TaskResult {
     Ok(())
 }
 
-fn bench(filter: Option<&str>) -> TaskResult {
-    let mut command = cargo();
-    command.args(["bench", "-p", "cache-bench"]);
-    if let Some(filter) = filter {
-        command.args(["--", filter]);
+fn bench(args: &[String]) -> TaskResult {
+    let mut filter = None;
+    let mut rounds = 3usize;
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        if word == "--rounds" {
+            rounds = words
+                .next()
+                .and_then(|n| n.parse().ok())
+                .filter(|n| *n > 0)
+                .ok_or("--rounds takes a positive number")?;
+        } else {
+            filter = Some(word.clone());
+        }
     }
-    run(command)?;
-    print_bench_summary()
+    // Machines are noisy: each round runs every contender once; the table reports the
+    // median over rounds of criterion's median, and the median over rounds of the ratio
+    // measured within one round (paired, so drift between rounds cancels out).
+    let mut rounds_seen: Vec<Vec<(String, String, f64)>> = Vec::new();
+    for round in 1..=rounds {
+        eprintln!("\nxtask: benchmark round {round} of {rounds}");
+        let started = std::time::SystemTime::now();
+        let mut command = cargo();
+        command.args(["bench", "-p", "cache-bench"]);
+        if let Some(filter) = &filter {
+            command.args(["--", filter]);
+        }
+        run(command)?;
+        rounds_seen.push(read_criterion_medians(started)?);
+    }
+    print_bench_table(&rounds_seen);
+    Ok(())
 }
 
-/// Reads criterion's estimates and prints each group's medians with the ratio to the
-/// group's first contender (the workspace's own backend).
-fn print_bench_summary() -> TaskResult {
+/// (group, contender, median ns) of every benchmark criterion recorded since `since`.
+fn read_criterion_medians(
+    since: std::time::SystemTime,
+) -> Result<Vec<(String, String, f64)>, String> {
     let target = env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace_root().join("target"), PathBuf::from);
     let criterion = target.join("criterion");
     let mut groups: Vec<PathBuf> = Vec::new();
     collect_groups(&criterion, &mut groups);
-    groups.sort();
-    println!("\n| benchmark | contender | median | ratio to first |\n|---|---|---|---|");
+    let mut medians = Vec::new();
     for group in groups {
-        let mut contenders: Vec<(String, f64)> = Vec::new();
-        for entry in std::fs::read_dir(&group)
-            .map_err(|error| error.to_string())?
-            .flatten()
-        {
-            let estimates = entry.path().join("new").join("estimates.json");
-            let benchmark = entry.path().join("new").join("benchmark.json");
-            if let (Ok(estimates), Ok(benchmark)) = (
-                std::fs::read_to_string(&estimates),
-                std::fs::read_to_string(&benchmark),
-            ) {
-                if let (Some(median), Some(name)) = (
-                    json_median(&estimates),
-                    json_string(&benchmark, "function_id"),
-                ) {
-                    contenders.push((name, median));
-                }
-            }
-        }
-        contenders.sort_by(|a, b| a.1.total_cmp(&b.1));
         let group_name = group
             .strip_prefix(&criterion)
             .unwrap_or(&group)
             .display()
             .to_string();
-        let Some(base) = contenders
-            .iter()
-            .find(|(name, _)| name.starts_with("cache-"))
-            .or(contenders.first())
-            .map(|(_, median)| *median)
-        else {
-            continue;
-        };
-        for (name, median) in &contenders {
-            println!(
-                "| {group_name} | {name} | {} | {:.2}x |",
-                format_ns(*median),
-                median / base
-            );
+        for entry in std::fs::read_dir(&group)
+            .map_err(|error| error.to_string())?
+            .flatten()
+        {
+            let latest = entry.path().join("new");
+            let fresh = std::fs::metadata(latest.join("estimates.json"))
+                .and_then(|metadata| metadata.modified())
+                .is_ok_and(|modified| modified >= since);
+            if !fresh {
+                continue;
+            }
+            let estimates = std::fs::read_to_string(latest.join("estimates.json"));
+            let benchmark = std::fs::read_to_string(latest.join("benchmark.json"));
+            if let (Ok(estimates), Ok(benchmark)) = (estimates, benchmark) {
+                if let (Some(median), Some(name)) = (
+                    json_median(&estimates),
+                    json_string(&benchmark, "function_id"),
+                ) {
+                    medians.push((group_name.clone(), name, median));
+                }
+            }
         }
     }
-    Ok(())
+    Ok(medians)
+}
+
+/// Prints one row per contender: the median of its per-round medians and the median of
+/// its per-round ratio to the group's workspace contender (the first, alphabetically,
+/// whose name starts with `cache-`).
+fn print_bench_table(rounds: &[Vec<(String, String, f64)>]) {
+    let mut times: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+    let mut ratios: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+    for round in rounds {
+        let mut base: BTreeMap<&str, (&str, f64)> = BTreeMap::new();
+        for (group, contender, median) in round {
+            if contender.starts_with("cache-") {
+                let current = base.entry(group).or_insert((contender, *median));
+                if contender.as_str() < current.0 {
+                    *current = (contender, *median);
+                }
+            }
+        }
+        for (group, contender, median) in round {
+            times.entry((group, contender)).or_default().push(*median);
+            if let Some((_, base_median)) = base.get(group.as_str()) {
+                ratios
+                    .entry((group, contender))
+                    .or_default()
+                    .push(median / base_median);
+            }
+        }
+    }
+    let middle = |values: &[f64]| {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    };
+    println!(
+        "\n| benchmark | contender | median of {} rounds | ratio to ours (median of per-round ratios) |\n|---|---|---|---|",
+        rounds.len()
+    );
+    let mut rows: Vec<(&str, &str, f64, Option<f64>)> = times
+        .iter()
+        .map(|((group, contender), values)| {
+            (
+                *group,
+                *contender,
+                middle(values),
+                ratios.get(&(*group, *contender)).map(|r| middle(r)),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0).then(a.2.total_cmp(&b.2)));
+    for (group, contender, median, ratio) in rows {
+        let ratio = ratio.map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}x"));
+        println!(
+            "| {group} | {contender} | {} | {ratio} |",
+            format_ns(median)
+        );
+    }
 }
 
 fn collect_groups(dir: &Path, groups: &mut Vec<PathBuf>) {

@@ -4,12 +4,12 @@ use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 
-use async_trait::async_trait;
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::error::Result;
+use crate::future::CacheFuture;
 
 /// An invalidation another instance must apply to its local tiers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,16 +139,15 @@ impl fmt::Debug for BusSubscription {
 /// - A subscription MUST NOT yield events this instance published.
 /// - When a subscriber may have missed events, it MUST receive [`BusMessage::Resync`]
 ///   before any later event.
-#[async_trait]
 pub trait InvalidationBus: Send + Sync {
     /// This instance's id.
     fn instance_id(&self) -> InstanceId;
 
     /// Sends `event` to the other instances.
-    async fn publish(&self, event: InvalidationEvent) -> Result<()>;
+    fn publish(&self, event: InvalidationEvent) -> CacheFuture<'_, Result<()>>;
 
     /// Starts receiving the other instances' events.
-    async fn subscribe(&self) -> Result<BusSubscription>;
+    fn subscribe(&self) -> CacheFuture<'_, Result<BusSubscription>>;
 }
 
 /// An in-process bus: every [`InProcessBus`] made from one hub reaches the others. For
@@ -197,19 +196,18 @@ pub struct InProcessBus {
     sender: broadcast::Sender<(InstanceId, InvalidationEvent)>,
 }
 
-#[async_trait]
 impl InvalidationBus for InProcessBus {
     fn instance_id(&self) -> InstanceId {
         self.id
     }
 
-    async fn publish(&self, event: InvalidationEvent) -> Result<()> {
+    fn publish(&self, event: InvalidationEvent) -> CacheFuture<'_, Result<()>> {
         // A send with no subscriber at all is not an error: nobody needs the event.
         let _ = self.sender.send((self.id, event));
-        Ok(())
+        CacheFuture::ready(Ok(()))
     }
 
-    async fn subscribe(&self) -> Result<BusSubscription> {
+    fn subscribe(&self) -> CacheFuture<'_, Result<BusSubscription>> {
         let own_id = self.id;
         let receiver = self.sender.subscribe();
         let messages = futures::stream::unfold(receiver, move |mut receiver| async move {
@@ -227,7 +225,7 @@ impl InvalidationBus for InProcessBus {
                 }
             }
         });
-        Ok(BusSubscription::new(messages))
+        CacheFuture::ready(Ok(BusSubscription::new(messages)))
     }
 }
 

@@ -38,6 +38,7 @@ pub mod bus;
 pub mod codec;
 mod entry;
 mod error;
+mod future;
 mod key;
 mod manager;
 #[cfg(feature = "testkit")]
@@ -47,6 +48,7 @@ mod ttl;
 pub use bus::{BusMessage, BusSubscription, InstanceId, InvalidationBus, InvalidationEvent};
 pub use entry::{CacheEntry, CachedResponse, EntryMetadata, ResponseHead};
 pub use error::{BoxError, Error, ErrorKind, Result};
+pub use future::CacheFuture;
 pub use http_cache_semantics::CachePolicy;
 pub use key::{KeyPattern, MAX_KEY_LEN, validate_key};
 pub use manager::{

@@ -4,12 +4,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use http_cache_semantics::CachePolicy;
 
 use crate::entry::{CacheEntry, CachedResponse, EntryMetadata, ResponseHead};
 use crate::error::{BoxError, Error, Result};
+use crate::future::CacheFuture;
 use crate::key::KeyPattern;
 use crate::ttl::PutOptions;
 
@@ -169,6 +169,8 @@ pub struct BackendStats {
 /// Three operations are required (`get`, `put`, `delete`); every other one is an optional
 /// capability whose default returns [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
 /// The trait is object safe: `Arc<dyn CacheManager>` is how stacks hold mixed backends.
+/// Methods return a [`CacheFuture`]: `CacheFuture::ready(..)` when the answer is at hand
+/// (no allocation), `CacheFuture::new(async move { .. })` when the backend must wait.
 ///
 /// # Contract
 ///
@@ -192,7 +194,6 @@ pub struct BackendStats {
 ///   MUST return `Unsupported`, never silently do nothing.
 /// - Temporary failures (server down, timeout) SHOULD be reported with the `Unavailable` or
 ///   `Timeout` kinds so callers can degrade.
-#[async_trait]
 pub trait CacheManager: Send + Sync {
     /// A short name for errors and statistics, such as `"memory"` or `"redis"`.
     fn name(&self) -> &'static str;
@@ -203,51 +204,51 @@ pub trait CacheManager: Send + Sync {
     }
 
     /// Returns the live entry stored under `key`, or `None`.
-    async fn get(&self, key: &str) -> Result<Option<Arc<CacheEntry>>>;
+    fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<Option<Arc<CacheEntry>>>>;
 
     /// Stores `response` and its `policy` under `key`, replacing any entry there.
-    async fn put(
-        &self,
-        key: &str,
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
         response: CachedResponse,
         policy: CachePolicy,
         options: PutOptions,
-    ) -> Result<()>;
+    ) -> CacheFuture<'a, Result<()>>;
 
     /// Removes the entry under `key`; succeeds when there is none.
-    async fn delete(&self, key: &str) -> Result<()>;
+    fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<()>>;
 
     /// Removes every entry stored with `tag` and returns how many were removed.
     /// An entry overwritten without the tag MUST NOT be removed.
-    async fn delete_tag(&self, tag: &str) -> Result<u64> {
+    fn delete_tag<'a>(&'a self, tag: &'a str) -> CacheFuture<'a, Result<u64>> {
         let _ = tag;
-        Err(Error::unsupported(self.name(), "delete_tag"))
+        CacheFuture::ready(Err(Error::unsupported(self.name(), "delete_tag")))
     }
 
     /// Removes every entry whose key matches `pattern` and returns how many were removed.
-    async fn delete_pattern(&self, pattern: &KeyPattern) -> Result<u64> {
+    fn delete_pattern<'a>(&'a self, pattern: &'a KeyPattern) -> CacheFuture<'a, Result<u64>> {
         let _ = pattern;
-        Err(Error::unsupported(self.name(), "delete_pattern"))
+        CacheFuture::ready(Err(Error::unsupported(self.name(), "delete_pattern")))
     }
 
     /// Removes every entry of this cache (and nothing outside it, such as other namespaces).
-    async fn clear(&self) -> Result<()> {
-        Err(Error::unsupported(self.name(), "clear"))
+    fn clear(&self) -> CacheFuture<'_, Result<()>> {
+        CacheFuture::ready(Err(Error::unsupported(self.name(), "clear")))
     }
 
     /// The number of live entries.
-    async fn entry_count(&self) -> Result<u64> {
-        Err(Error::unsupported(self.name(), "entry_count"))
+    fn entry_count(&self) -> CacheFuture<'_, Result<u64>> {
+        CacheFuture::ready(Err(Error::unsupported(self.name(), "entry_count")))
     }
 
     /// The bytes the entries occupy, as the backend accounts them against its capacity.
-    async fn size_bytes(&self) -> Result<u64> {
-        Err(Error::unsupported(self.name(), "size_bytes"))
+    fn size_bytes(&self) -> CacheFuture<'_, Result<u64>> {
+        CacheFuture::ready(Err(Error::unsupported(self.name(), "size_bytes")))
     }
 
     /// Checks that the backend answers and how fast.
-    async fn health(&self) -> Result<Health> {
-        Err(Error::unsupported(self.name(), "health"))
+    fn health(&self) -> CacheFuture<'_, Result<Health>> {
+        CacheFuture::ready(Err(Error::unsupported(self.name(), "health")))
     }
 
     /// Counters since the backend was created.
@@ -331,26 +332,24 @@ impl StoredBody {
 /// - `get_stream` MUST yield exactly the stored bytes; when the stored bytes turn out to be
 ///   corrupt while streaming, the body MUST end with an error and the entry be removed.
 /// - Memory use MUST stay bounded by a constant independent of the body size.
-#[async_trait]
 pub trait StreamingCacheManager: CacheManager {
     /// Stores the body as it arrives and commits the entry when it completes.
-    async fn put_stream(
-        &self,
-        key: &str,
+    fn put_stream<'a>(
+        &'a self,
+        key: &'a str,
         head: ResponseHead,
         policy: CachePolicy,
         body: BoxBody,
         options: PutOptions,
-    ) -> Result<StoredBody>;
+    ) -> CacheFuture<'a, Result<StoredBody>>;
 
     /// Returns the entry with a body that reads from storage in chunks, or `None`.
-    async fn get_stream(&self, key: &str) -> Result<Option<StreamedEntry>>;
+    fn get_stream<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<Option<StreamedEntry>>>;
 }
 
 macro_rules! forward_cache_manager {
     ($($pointer:ident),+) => {$(
         #[deny(clippy::missing_trait_methods)]
-        #[async_trait]
         impl<T: CacheManager + ?Sized> CacheManager for $pointer<T> {
             fn name(&self) -> &'static str {
                 (**self).name()
@@ -360,46 +359,46 @@ macro_rules! forward_cache_manager {
                 (**self).capabilities()
             }
 
-            async fn get(&self, key: &str) -> Result<Option<Arc<CacheEntry>>> {
-                (**self).get(key).await
+            fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<Option<Arc<CacheEntry>>>> {
+                (**self).get(key)
             }
 
-            async fn put(
-                &self,
-                key: &str,
+            fn put<'a>(
+                &'a self,
+                key: &'a str,
                 response: CachedResponse,
                 policy: CachePolicy,
                 options: PutOptions,
-            ) -> Result<()> {
-                (**self).put(key, response, policy, options).await
+            ) -> CacheFuture<'a, Result<()>> {
+                (**self).put(key, response, policy, options)
             }
 
-            async fn delete(&self, key: &str) -> Result<()> {
-                (**self).delete(key).await
+            fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<()>> {
+                (**self).delete(key)
             }
 
-            async fn delete_tag(&self, tag: &str) -> Result<u64> {
-                (**self).delete_tag(tag).await
+            fn delete_tag<'a>(&'a self, tag: &'a str) -> CacheFuture<'a, Result<u64>> {
+                (**self).delete_tag(tag)
             }
 
-            async fn delete_pattern(&self, pattern: &KeyPattern) -> Result<u64> {
-                (**self).delete_pattern(pattern).await
+            fn delete_pattern<'a>(&'a self, pattern: &'a KeyPattern) -> CacheFuture<'a, Result<u64>> {
+                (**self).delete_pattern(pattern)
             }
 
-            async fn clear(&self) -> Result<()> {
-                (**self).clear().await
+            fn clear(&self) -> CacheFuture<'_, Result<()>> {
+                (**self).clear()
             }
 
-            async fn entry_count(&self) -> Result<u64> {
-                (**self).entry_count().await
+            fn entry_count(&self) -> CacheFuture<'_, Result<u64>> {
+                (**self).entry_count()
             }
 
-            async fn size_bytes(&self) -> Result<u64> {
-                (**self).size_bytes().await
+            fn size_bytes(&self) -> CacheFuture<'_, Result<u64>> {
+                (**self).size_bytes()
             }
 
-            async fn health(&self) -> Result<Health> {
-                (**self).health().await
+            fn health(&self) -> CacheFuture<'_, Result<Health>> {
+                (**self).health()
             }
 
             fn stats(&self) -> Result<BackendStats> {
@@ -408,21 +407,20 @@ macro_rules! forward_cache_manager {
         }
 
         #[deny(clippy::missing_trait_methods)]
-        #[async_trait]
         impl<T: StreamingCacheManager + ?Sized> StreamingCacheManager for $pointer<T> {
-            async fn put_stream(
-                &self,
-                key: &str,
+            fn put_stream<'a>(
+                &'a self,
+                key: &'a str,
                 head: ResponseHead,
                 policy: CachePolicy,
                 body: BoxBody,
                 options: PutOptions,
-            ) -> Result<StoredBody> {
-                (**self).put_stream(key, head, policy, body, options).await
+            ) -> CacheFuture<'a, Result<StoredBody>> {
+                (**self).put_stream(key, head, policy, body, options)
             }
 
-            async fn get_stream(&self, key: &str) -> Result<Option<StreamedEntry>> {
-                (**self).get_stream(key).await
+            fn get_stream<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<Option<StreamedEntry>>> {
+                (**self).get_stream(key)
             }
         }
     )+};

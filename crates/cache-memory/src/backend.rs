@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use async_trait::async_trait;
 use cache_core::{
-    BackendStats, CacheEntry, CacheManager, CachePolicy, CachedResponse, Capabilities, Error,
-    ErrorKind, KeyPattern, PutOptions, Result, TtlPolicy, validate_key,
+    BackendStats, CacheEntry, CacheFuture, CacheManager, CachePolicy, CachedResponse, Capabilities,
+    Error, ErrorKind, KeyPattern, PutOptions, Result, TtlPolicy, validate_key,
 };
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
@@ -286,7 +285,67 @@ impl std::fmt::Debug for MemoryCache {
     }
 }
 
-#[async_trait]
+impl MemoryCache {
+    fn delete_entry(&self, key: &str) -> Result<()> {
+        validate_key(NAME, key)?;
+        self.remove(key);
+        bump(&self.inner.counters.deletes, 1);
+        Ok(())
+    }
+
+    fn delete_tagged(&self, tag: &str) -> u64 {
+        let members = lock(&self.inner.tags)
+            .members
+            .remove(tag)
+            .unwrap_or_default();
+        let mut removed = 0;
+        for (id, key) in members {
+            removed += u64::from(self.remove_version(&key, id));
+        }
+        bump(&self.inner.counters.deletes, removed);
+        removed
+    }
+
+    fn delete_matching(&self, pattern: &KeyPattern) -> u64 {
+        let prefix = pattern.literal_prefix();
+        let matching: Vec<(Arc<String>, u64)> = self
+            .inner
+            .cache
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix.as_str()) && pattern.matches(key))
+            .map(|(key, stored)| (key, stored.id))
+            .collect();
+        let mut removed = 0;
+        for (key, id) in matching {
+            removed += u64::from(self.remove_version(&key, id));
+        }
+        bump(&self.inner.counters.deletes, removed);
+        removed
+    }
+
+    fn clear_all(&self) {
+        let inner = &*self.inner;
+        inner.cache.run_pending_tasks();
+        bump(&inner.counters.deletes, inner.cache.entry_count());
+        inner.cache.invalidate_all();
+        inner.cache.run_pending_tasks();
+    }
+
+    fn counted_stats(&self) -> BackendStats {
+        let counters = &self.inner.counters;
+        let mut stats = BackendStats::default();
+        stats.hits = counters.hits.load(Ordering::Relaxed);
+        stats.misses = counters.misses.load(Ordering::Relaxed);
+        stats.puts = counters.puts.load(Ordering::Relaxed);
+        stats.deletes = counters.deletes.load(Ordering::Relaxed);
+        stats.evictions = counters.evictions.load(Ordering::Relaxed);
+        stats.expirations = counters.expirations.load(Ordering::Relaxed);
+        stats
+    }
+}
+
+// Every operation completes without waiting, so each returns a ready future: a hit
+// allocates nothing.
 impl CacheManager for MemoryCache {
     fn name(&self) -> &'static str {
         NAME
@@ -302,85 +361,48 @@ impl CacheManager for MemoryCache {
             .with_stats()
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Arc<CacheEntry>>> {
-        self.get_entry(key)
+    fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<Option<Arc<CacheEntry>>>> {
+        CacheFuture::ready(self.get_entry(key))
     }
 
-    async fn put(
-        &self,
-        key: &str,
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
         response: CachedResponse,
         policy: CachePolicy,
         options: PutOptions,
-    ) -> Result<()> {
-        self.put_entry(key, response, policy, &options)
+    ) -> CacheFuture<'a, Result<()>> {
+        CacheFuture::ready(self.put_entry(key, response, policy, &options))
     }
 
-    async fn delete(&self, key: &str) -> Result<()> {
-        validate_key(NAME, key)?;
-        self.remove(key);
-        bump(&self.inner.counters.deletes, 1);
-        Ok(())
+    fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<()>> {
+        CacheFuture::ready(self.delete_entry(key))
     }
 
-    async fn delete_tag(&self, tag: &str) -> Result<u64> {
-        let members = lock(&self.inner.tags)
-            .members
-            .remove(tag)
-            .unwrap_or_default();
-        let mut removed = 0;
-        for (id, key) in members {
-            removed += u64::from(self.remove_version(&key, id));
-        }
-        bump(&self.inner.counters.deletes, removed);
-        Ok(removed)
+    fn delete_tag<'a>(&'a self, tag: &'a str) -> CacheFuture<'a, Result<u64>> {
+        CacheFuture::ready(Ok(self.delete_tagged(tag)))
     }
 
-    async fn delete_pattern(&self, pattern: &KeyPattern) -> Result<u64> {
-        let prefix = pattern.literal_prefix();
-        let matching: Vec<(Arc<String>, u64)> = self
-            .inner
-            .cache
-            .iter()
-            .filter(|(key, _)| key.starts_with(prefix.as_str()) && pattern.matches(key))
-            .map(|(key, stored)| (key, stored.id))
-            .collect();
-        let mut removed = 0;
-        for (key, id) in matching {
-            removed += u64::from(self.remove_version(&key, id));
-        }
-        bump(&self.inner.counters.deletes, removed);
-        Ok(removed)
+    fn delete_pattern<'a>(&'a self, pattern: &'a KeyPattern) -> CacheFuture<'a, Result<u64>> {
+        CacheFuture::ready(Ok(self.delete_matching(pattern)))
     }
 
-    async fn clear(&self) -> Result<()> {
-        let inner = &*self.inner;
-        inner.cache.run_pending_tasks();
-        bump(&inner.counters.deletes, inner.cache.entry_count());
-        inner.cache.invalidate_all();
-        inner.cache.run_pending_tasks();
-        Ok(())
+    fn clear(&self) -> CacheFuture<'_, Result<()>> {
+        self.clear_all();
+        CacheFuture::ready(Ok(()))
     }
 
-    async fn entry_count(&self) -> Result<u64> {
+    fn entry_count(&self) -> CacheFuture<'_, Result<u64>> {
         self.inner.cache.run_pending_tasks();
-        Ok(self.inner.cache.entry_count())
+        CacheFuture::ready(Ok(self.inner.cache.entry_count()))
     }
 
-    async fn size_bytes(&self) -> Result<u64> {
+    fn size_bytes(&self) -> CacheFuture<'_, Result<u64>> {
         self.inner.cache.run_pending_tasks();
-        Ok(self.inner.cache.weighted_size())
+        CacheFuture::ready(Ok(self.inner.cache.weighted_size()))
     }
 
     fn stats(&self) -> Result<BackendStats> {
-        let counters = &self.inner.counters;
-        let mut stats = BackendStats::default();
-        stats.hits = counters.hits.load(Ordering::Relaxed);
-        stats.misses = counters.misses.load(Ordering::Relaxed);
-        stats.puts = counters.puts.load(Ordering::Relaxed);
-        stats.deletes = counters.deletes.load(Ordering::Relaxed);
-        stats.evictions = counters.evictions.load(Ordering::Relaxed);
-        stats.expirations = counters.expirations.load(Ordering::Relaxed);
-        Ok(stats)
+        Ok(self.counted_stats())
     }
 }

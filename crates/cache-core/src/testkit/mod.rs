@@ -23,21 +23,19 @@ pub mod fixtures;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-
 pub use cases::*;
 
 use crate::error::Result;
+use crate::future::CacheFuture;
 use crate::manager::{CacheManager, StreamingCacheManager};
 
 /// Access to the bytes a backend stored, for the cases that corrupt them or grep them.
-#[async_trait]
 pub trait RawStorage: Send + Sync {
     /// The bytes stored for `key`, exactly as the backend wrote them, or `None`.
-    async fn read_raw(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    fn read_raw<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<Option<Vec<u8>>>>;
 
     /// Replaces the bytes stored for `key` with `bytes`, bypassing the codec.
-    async fn write_raw(&self, key: &str, bytes: Vec<u8>) -> Result<()>;
+    fn write_raw<'a>(&'a self, key: &'a str, bytes: Vec<u8>) -> CacheFuture<'a, Result<()>>;
 }
 
 /// What the suite runs against: the manager, its streaming side and raw access.

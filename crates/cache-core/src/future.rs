@@ -1,0 +1,82 @@
+//! [`CacheFuture`]: the future every trait method of this crate returns.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// The future returned by the methods of [`CacheManager`](crate::CacheManager) and the
+/// other traits of this crate: either a value that is already there, or a boxed future.
+///
+/// The traits are object safe (`Arc<dyn CacheManager>`), so their methods cannot return
+/// `impl Future`. Returning a boxed future from every call, as `async-trait` does, costs
+/// an allocation per call, twice when a call goes through a forwarding impl such as
+/// `Arc<T>`'s; for a memory hit that is most of the work. A backend that answers without
+/// waiting (memory) returns [`CacheFuture::ready`] and allocates nothing; a backend that
+/// waits (disk, network) wraps its `async` block in [`CacheFuture::new`]; forwarding impls
+/// return the inner future as it is.
+///
+/// ```
+/// use cache_core::CacheFuture;
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let ready: CacheFuture<'_, u32> = CacheFuture::ready(7);
+/// let waiting: CacheFuture<'_, u32> = CacheFuture::new(async { 6 + 1 });
+/// assert_eq!(ready.await, waiting.await);
+/// # });
+/// ```
+#[must_use = "futures do nothing unless awaited"]
+pub struct CacheFuture<'a, T> {
+    state: State<'a, T>,
+}
+
+enum State<'a, T> {
+    Ready(Option<T>),
+    Boxed(Pin<Box<dyn Future<Output = T> + Send + 'a>>),
+}
+
+impl<'a, T> CacheFuture<'a, T> {
+    /// A future that is already complete with `value`; allocates nothing.
+    pub fn ready(value: T) -> Self {
+        Self {
+            state: State::Ready(Some(value)),
+        }
+    }
+
+    /// Boxes `future`.
+    pub fn new(future: impl Future<Output = T> + Send + 'a) -> Self {
+        Self {
+            state: State::Boxed(Box::pin(future)),
+        }
+    }
+}
+
+// The value of a ready future is moved out, never pinned, and the boxed future is pinned
+// on the heap: moving a `CacheFuture` never moves pinned data.
+impl<T> Unpin for CacheFuture<'_, T> {}
+
+impl<T> Future for CacheFuture<'_, T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match &mut self.state {
+            State::Ready(value) => {
+                Poll::Ready(value.take().expect("CacheFuture polled after it completed"))
+            }
+            State::Boxed(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<T> fmt::Debug for CacheFuture<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Ready(Some(_)) => "ready",
+            State::Ready(None) => "completed",
+            State::Boxed(_) => "boxed",
+        };
+        f.debug_struct("CacheFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
