@@ -30,12 +30,16 @@ fn main() {
     let keys = keys();
     let (cached, policy) = response();
     let memory = MemoryCache::builder().with_capacity_bytes(1 << 30).build();
-    let raw_moka: moka::sync::Cache<String, Arc<Vec<u8>>> = moka::sync::Cache::new(KEY_COUNT as u64 * 2);
+    let raw_moka: moka::sync::Cache<String, Arc<Vec<u8>>> =
+        moka::sync::Cache::new(KEY_COUNT as u64 * 2);
     let raw_value = Arc::new(cached.body.to_vec());
     runtime.block_on(async {
         for key in &keys {
             let options = PutOptions::new().with_ttl(Duration::from_secs(3600));
-            memory.put(key, cached.clone(), policy.clone(), options).await.expect("put");
+            memory
+                .put(key, cached.clone(), policy.clone(), options)
+                .await
+                .expect("put");
             raw_moka.insert(key.clone(), Arc::clone(&raw_value));
         }
     });

@@ -1,0 +1,48 @@
+//! Where cacache keeps an entry's files, so this backend can read content by hash without
+//! parsing the index, and remove a key's index bucket instead of appending to it.
+//!
+//! The formulas are cacache 13's (`content-v2` and `index-v5`); a test checks them against
+//! the files cacache writes, so an upgrade that moves them fails loudly.
+
+use std::path::{Path, PathBuf};
+
+use cacache::Integrity;
+use sha1::{Digest, Sha1};
+
+/// The file holding the content with this integrity.
+pub(crate) fn content_path(dir: &Path, integrity: &Integrity) -> PathBuf {
+    let (algorithm, hex) = integrity.to_hex();
+    dir.join("content-v2")
+        .join(algorithm.to_string())
+        .join(&hex[0..2])
+        .join(&hex[2..4])
+        .join(&hex[4..])
+}
+
+/// The index bucket file of `key` (the SHA-1 of the key, as cacache names it).
+pub(crate) fn bucket_path(dir: &Path, key: &str) -> PathBuf {
+    let digest = Sha1::digest(key.as_bytes());
+    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    dir.join("index-v5")
+        .join(&hex[0..2])
+        .join(&hex[2..4])
+        .join(&hex[4..])
+}
+
+/// The directory of content files.
+pub(crate) fn content_root(dir: &Path) -> PathBuf {
+    dir.join("content-v2")
+}
+
+/// The directory of index buckets.
+pub(crate) fn index_root(dir: &Path) -> PathBuf {
+    dir.join("index-v5")
+}
+
+/// Removes a file, treating "already gone" as done.
+pub(crate) fn remove_file_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
