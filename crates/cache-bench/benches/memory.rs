@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cache_bench::{BODY_LEN, KEY_COUNT, headers, keys, response};
+use cache_bench::{BODY_LEN, KEY_COUNT, http_cache_response, keys, response};
 use cache_core::{CacheManager, PutOptions};
 use cache_memory::MemoryCache;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use http_cache::{CacheManager as _, HttpHeaders, HttpResponse, HttpVersion, MokaManager};
+use http_cache::{CacheManager as _, MokaManager};
 
 const CAPACITY_BYTES: u64 = 1024 * 1024 * 1024;
 
@@ -22,22 +22,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
-}
-
-fn http_cache_response() -> HttpResponse {
-    let (cached, _) = response();
-    let mut http_headers = HttpHeaders::new();
-    for (name, value) in headers() {
-        http_headers.append(name.to_owned(), value.to_owned());
-    }
-    HttpResponse {
-        body: cached.body.to_vec(),
-        headers: http_headers,
-        status: 200,
-        url: cached.url.clone(),
-        version: HttpVersion::Http11,
-        metadata: None,
-    }
 }
 
 /// A rotating index into the key set, so every iteration reads or writes the next key.

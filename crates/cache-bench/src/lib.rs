@@ -55,6 +55,24 @@ pub fn response() -> (CachedResponse, CachePolicy) {
     (response.clone(), policy_for(&response))
 }
 
+/// The standard response as the `http-cache` crate's managers take it (the same
+/// status, headers, URL and body).
+pub fn http_cache_response() -> http_cache::HttpResponse {
+    let (cached, _) = response();
+    let mut http_headers = http_cache::HttpHeaders::new();
+    for (name, value) in headers() {
+        http_headers.append(name.to_owned(), value.to_owned());
+    }
+    http_cache::HttpResponse {
+        body: cached.body.to_vec(),
+        headers: http_headers,
+        status: 200,
+        url: cached.url.clone(),
+        version: http_cache::HttpVersion::Http11,
+        metadata: None,
+    }
+}
+
 /// The policy of a response to a plain GET of its URL.
 pub fn policy_for(response: &CachedResponse) -> CachePolicy {
     let request = http::Request::get(response.url.as_str())

@@ -2,7 +2,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,11 +9,12 @@ use bytes::Bytes;
 use cacache::{Integrity, Value, WriteOpts};
 use cache_core::{
     BackendStats, CacheEntry, CacheFuture, CacheManager, CachePolicy, CachedResponse, Capabilities,
-    Error, ErrorKind, KeyPattern, PutOptions, Result, TtlPolicy, codec, validate_key,
+    Error, ErrorKind, KeyPattern, PutOptions, Result, StatsCounters, TtlPolicy, codec,
+    validate_key,
 };
 
 use crate::config::CacacheConfig;
-use crate::index::{Index, IndexEntry};
+use crate::index::{INDEX_LINE_OVERHEAD, Index, IndexEntry};
 use crate::layout::{bucket_path, content_path, content_root, index_root, remove_file_if_present};
 
 const NAME: &str = "cacache";
@@ -42,22 +42,7 @@ struct Inner {
     ttl_policy: TtlPolicy,
     index: Mutex<Index>,
     key_locks: Vec<Mutex<()>>,
-    counters: Counters,
-}
-
-#[derive(Default)]
-struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    puts: AtomicU64,
-    deletes: AtomicU64,
-    evictions: AtomicU64,
-    expirations: AtomicU64,
-    corrupt_entries: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64, by: u64) {
-    counter.fetch_add(by, Ordering::Relaxed);
+    counters: StatsCounters,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -128,7 +113,7 @@ impl CacacheCache {
                 ttl_policy: config.ttl_policy,
                 index: Mutex::new(Index::default()),
                 key_locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-                counters: Counters::default(),
+                counters: StatsCounters::default(),
             }),
         };
         cache.inner.rebuild_index()?;
@@ -220,7 +205,7 @@ impl Inner {
                 (Some(expires_at), Some(tags), Some(len)) if len == metadata.size as u64 => {
                     let expires_at = UNIX_EPOCH + Duration::from_millis(expires_at);
                     if expires_at <= now {
-                        bump(&self.counters.expirations, 1);
+                        self.counters.add_expirations(1);
                         self.remove_files(&metadata.key, &metadata.integrity)?;
                     } else {
                         let entry = IndexEntry::new(metadata.integrity, len, expires_at, tags);
@@ -242,7 +227,7 @@ impl Inner {
             }
             evicted.append(&mut index.evict_to(self.capacity_bytes, None));
         }
-        bump(&self.counters.evictions, evicted.len() as u64);
+        self.counters.add_evictions(evicted.len() as u64);
         for (key, entry) in evicted {
             self.remove_files(&key, &entry.integrity)?;
         }
@@ -279,13 +264,13 @@ impl Inner {
         let now = SystemTime::now();
         let found = lock(&self.index).touch(key);
         let Some(found) = found else {
-            bump(&self.counters.misses, 1);
+            self.counters.add_misses(1);
             return Ok(None);
         };
         if found.expires_at <= now {
-            bump(&self.counters.misses, 1);
+            self.counters.add_misses(1);
             if self.remove_entry(key, Some(&found.integrity))? {
-                bump(&self.counters.expirations, 1);
+                self.counters.add_expirations(1);
             }
             return Ok(None);
         }
@@ -294,25 +279,25 @@ impl Inner {
             Ok(bytes) => Bytes::from(bytes),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 // The entry was replaced or removed while this read was on its way.
-                bump(&self.counters.misses, 1);
+                self.counters.add_misses(1);
                 return Ok(None);
             }
             Err(error) => return Err(io_error(error, "cannot read", &path).with_key(key)),
         };
         match codec::decode_for_key(bytes, key) {
             Ok(entry) if entry.metadata.expires_at > now => {
-                bump(&self.counters.hits, 1);
+                self.counters.add_hits(1);
                 Ok(Some(Arc::new(entry)))
             }
             Ok(_) => {
-                bump(&self.counters.misses, 1);
+                self.counters.add_misses(1);
                 self.remove_entry(key, Some(&found.integrity))?;
                 Ok(None)
             }
             Err(_) => {
-                bump(&self.counters.misses, 1);
+                self.counters.add_misses(1);
                 if self.remove_entry(key, Some(&found.integrity))? {
-                    bump(&self.counters.corrupt_entries, 1);
+                    self.counters.add_corrupt_entries(1);
                 }
                 Ok(None)
             }
@@ -334,6 +319,18 @@ impl Inner {
             return Ok(());
         }
         let envelope = codec::encode_parts(key, response, policy, &metadata)?;
+        if envelope.len() as u64 + key.len() as u64 + INDEX_LINE_OVERHEAD > self.capacity_bytes {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                NAME,
+                format!(
+                    "the entry takes {} bytes, more than the whole capacity of {}",
+                    envelope.len(),
+                    self.capacity_bytes
+                ),
+            )
+            .with_key(key));
+        }
         let index_metadata: Value = [
             (
                 "expires_at_ms",
@@ -374,8 +371,8 @@ impl Inner {
         );
         let (_, evicted) = lock(&self.index).insert(key.to_owned(), entry, self.capacity_bytes);
         drop(key_guard);
-        bump(&self.counters.puts, 1);
-        bump(&self.counters.evictions, evicted.len() as u64);
+        self.counters.add_puts(1);
+        self.counters.add_evictions(evicted.len() as u64);
         for (victim, entry) in evicted {
             let _victim_guard = self.key_lock(&victim);
             // The victim left the index already; if it was written again meanwhile, its
@@ -399,7 +396,7 @@ impl Inner {
                 report.expired += 1;
             }
         }
-        bump(&self.counters.expirations, report.expired);
+        self.counters.add_expirations(report.expired);
 
         let cutoff = SystemTime::now() - orphan_grace;
         let old_enough = |path: &Path| {
@@ -529,7 +526,7 @@ impl CacheManager for CacacheCache {
         let (inner, key) = (Arc::clone(&self.inner), key.to_owned());
         CacheFuture::new(blocking(move || {
             inner.remove_entry(&key, None)?;
-            bump(&inner.counters.deletes, 1);
+            inner.counters.add_deletes(1);
             Ok(())
         }))
     }
@@ -549,7 +546,7 @@ impl CacheManager for CacacheCache {
                     removed += u64::from(inner.remove_entry(&key, Some(&integrity))?);
                 }
             }
-            bump(&inner.counters.deletes, removed);
+            inner.counters.add_deletes(removed);
             Ok(removed)
         }))
     }
@@ -567,7 +564,7 @@ impl CacheManager for CacacheCache {
             for key in matching {
                 removed += u64::from(inner.remove_entry(&key, None)?);
             }
-            bump(&inner.counters.deletes, removed);
+            inner.counters.add_deletes(removed);
             Ok(removed)
         }))
     }
@@ -577,7 +574,7 @@ impl CacheManager for CacacheCache {
         CacheFuture::new(blocking(move || {
             let mut index = lock(&inner.index);
             let removed = index.take_all();
-            bump(&inner.counters.deletes, removed.len() as u64);
+            inner.counters.add_deletes(removed.len() as u64);
             for root in [
                 content_root(&inner.dir),
                 index_root(&inner.dir),
@@ -603,16 +600,7 @@ impl CacheManager for CacacheCache {
     }
 
     fn stats(&self) -> Result<BackendStats> {
-        let counters = &self.inner.counters;
-        let mut stats = BackendStats::default();
-        stats.hits = counters.hits.load(Ordering::Relaxed);
-        stats.misses = counters.misses.load(Ordering::Relaxed);
-        stats.puts = counters.puts.load(Ordering::Relaxed);
-        stats.deletes = counters.deletes.load(Ordering::Relaxed);
-        stats.evictions = counters.evictions.load(Ordering::Relaxed);
-        stats.expirations = counters.expirations.load(Ordering::Relaxed);
-        stats.corrupt_entries = counters.corrupt_entries.load(Ordering::Relaxed);
-        Ok(stats)
+        Ok(self.inner.counters.snapshot())
     }
 }
 

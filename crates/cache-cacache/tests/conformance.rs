@@ -2,21 +2,8 @@
 
 use std::sync::Arc;
 
-use cache_cacache::{CacacheCache, CacacheConfig, RawAccess};
-use cache_core::testkit::{RawStorage, Suite, run_all};
-use cache_core::{CacheFuture, Result};
-
-struct Raw(RawAccess);
-
-impl RawStorage for Raw {
-    fn read_raw<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<Option<Vec<u8>>>> {
-        CacheFuture::ready(self.0.read(key))
-    }
-
-    fn write_raw<'a>(&'a self, key: &'a str, bytes: Vec<u8>) -> CacheFuture<'a, Result<()>> {
-        CacheFuture::ready(self.0.write(key, &bytes))
-    }
-}
+use cache_cacache::{CacacheCache, CacacheConfig};
+use cache_core::testkit::{RawStorageFns, Suite, run_all};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cacache_passes_every_conformance_case_it_supports() {
@@ -25,8 +12,12 @@ async fn cacache_passes_every_conformance_case_it_supports() {
         CacacheCache::open(CacacheConfig::new(dir.path()).with_capacity_bytes(512 * 1024 * 1024))
             .await
             .unwrap();
-    let suite =
-        Suite::new(Arc::new(cache.clone())).with_raw_storage(Arc::new(Raw(cache.raw_access())));
+    let (reader, writer) = (cache.raw_access(), cache.raw_access());
+    let raw = RawStorageFns::new(
+        move |key| reader.read(key),
+        move |key, bytes| writer.write(key, bytes),
+    );
+    let suite = Suite::new(Arc::new(cache.clone())).with_raw_storage(Arc::new(raw));
     let report = run_all(&suite).await;
     assert_eq!(
         report.skipped_names(),

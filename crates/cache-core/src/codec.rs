@@ -160,6 +160,25 @@ pub fn decode_head(bytes: Bytes) -> Result<DecodedHead> {
     })
 }
 
+/// Reads the storage expiry of an envelope without verifying its checksum or decoding it,
+/// for compaction filters and sweeps that only need to know whether an entry is dead.
+/// `None` when the bytes are not an envelope this version understands.
+pub fn peek_expires_at(bytes: &[u8]) -> Option<SystemTime> {
+    if bytes.len() < FIXED_HEADER_LEN + 4 || bytes[0..4] != MAGIC || bytes[4] != FORMAT_VERSION {
+        return None;
+    }
+    let key_len = u32::from_le_bytes(
+        bytes[FIXED_HEADER_LEN..FIXED_HEADER_LEN + 4]
+            .try_into()
+            .ok()?,
+    ) as usize;
+    let expires_at_offset = (FIXED_HEADER_LEN + 4)
+        .checked_add(key_len)?
+        .checked_add(8)?;
+    let field = bytes.get(expires_at_offset..expires_at_offset.checked_add(8)?)?;
+    Some(from_unix_nanos(u64::from_le_bytes(field.try_into().ok()?)))
+}
+
 /// Returns the policy's serialized form with the request's credentials redacted: the exact
 /// bytes the envelope stores for it.
 pub fn encode_policy(policy: &CachePolicy) -> Result<Vec<u8>> {

@@ -52,7 +52,7 @@ pub use future::CacheFuture;
 pub use http_cache_semantics::CachePolicy;
 pub use key::{KeyPattern, MAX_KEY_LEN, validate_key};
 pub use manager::{
-    BackendStats, BoxBody, CacheManager, Capabilities, Health, StoredBody, StreamedEntry,
-    StreamingCacheManager,
+    BackendStats, BoxBody, CacheManager, Capabilities, Health, StatsCounters, StoredBody,
+    StreamedEntry, StreamingCacheManager,
 };
 pub use ttl::{PutOptions, TtlPolicy};

@@ -164,6 +164,63 @@ pub struct BackendStats {
     pub corrupt_entries: u64,
 }
 
+/// Exact, lock-free counters for a backend's [`BackendStats`]: every backend counts the
+/// same way.
+#[derive(Debug, Default)]
+pub struct StatsCounters {
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
+    puts: std::sync::atomic::AtomicU64,
+    deletes: std::sync::atomic::AtomicU64,
+    evictions: std::sync::atomic::AtomicU64,
+    expirations: std::sync::atomic::AtomicU64,
+    corrupt_entries: std::sync::atomic::AtomicU64,
+}
+
+macro_rules! stats_counter {
+    ($($(#[$doc:meta])* $method:ident => $field:ident),+ $(,)?) => {$(
+        $(#[$doc])*
+        pub fn $method(&self, count: u64) {
+            self.$field.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        }
+    )+};
+}
+
+impl StatsCounters {
+    stats_counter! {
+        /// Counts `count` gets that returned an entry.
+        add_hits => hits,
+        /// Counts `count` gets that returned nothing.
+        add_misses => misses,
+        /// Counts `count` stored entries.
+        add_puts => puts,
+        /// Counts `count` deletions.
+        add_deletes => deletes,
+        /// Counts `count` entries evicted for capacity.
+        add_evictions => evictions,
+        /// Counts `count` entries dropped at expiry.
+        add_expirations => expirations,
+        /// Counts `count` corrupt entries removed.
+        add_corrupt_entries => corrupt_entries,
+    }
+
+    /// The counts now.
+    pub fn snapshot(&self) -> BackendStats {
+        let load = |counter: &std::sync::atomic::AtomicU64| {
+            counter.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        BackendStats {
+            hits: load(&self.hits),
+            misses: load(&self.misses),
+            puts: load(&self.puts),
+            deletes: load(&self.deletes),
+            evictions: load(&self.evictions),
+            expirations: load(&self.expirations),
+            corrupt_entries: load(&self.corrupt_entries),
+        }
+    }
+}
+
 /// The storage contract of an HTTP response cache.
 ///
 /// Three operations are required (`get`, `put`, `delete`); every other one is an optional

@@ -96,6 +96,24 @@ fn the_layout_is_as_documented() {
 }
 
 #[test]
+fn the_expiry_can_be_read_without_decoding() {
+    let entry = entry_of(
+        response("https://example.com/a", Bytes::from_static(b"body")),
+        vec![],
+    );
+    let encoded = codec::encode("some key", &entry).unwrap();
+    let expires_at = codec::peek_expires_at(&encoded).unwrap();
+    let nanos = |time: SystemTime| {
+        time.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    };
+    assert_eq!(nanos(expires_at), nanos(entry.metadata.expires_at));
+    assert_eq!(codec::peek_expires_at(&encoded[..40]), None);
+    assert_eq!(codec::peek_expires_at(b"nonsense"), None);
+}
+
+#[test]
 fn head_only_envelopes_round_trip_and_are_not_full_envelopes() {
     let entry = entry_of(
         response("https://example.com/big", Bytes::new()),

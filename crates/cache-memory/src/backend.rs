@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use cache_core::{
     BackendStats, CacheEntry, CacheFuture, CacheManager, CachePolicy, CachedResponse, Capabilities,
-    Error, ErrorKind, KeyPattern, PutOptions, Result, TtlPolicy, validate_key,
+    Error, ErrorKind, KeyPattern, PutOptions, Result, StatsCounters, TtlPolicy, validate_key,
 };
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
@@ -30,7 +30,7 @@ pub struct MemoryCache {
 struct Inner {
     cache: Cache<String, Stored>,
     tags: Arc<Mutex<TagIndex>>,
-    counters: Arc<Counters>,
+    counters: Arc<StatsCounters>,
     ttl_policy: TtlPolicy,
     max_entry_bytes: u64,
     next_id: AtomicU64,
@@ -74,20 +74,6 @@ impl TagIndex {
     }
 }
 
-#[derive(Default)]
-struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    puts: AtomicU64,
-    deletes: AtomicU64,
-    evictions: AtomicU64,
-    expirations: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64, by: u64) {
-    counter.fetch_add(by, Ordering::Relaxed);
-}
-
 /// Gives every entry the remaining storage TTL it was put with.
 struct EntryExpiry;
 
@@ -126,7 +112,7 @@ impl MemoryCache {
     /// A cache with `config`.
     pub fn new(config: MemoryConfig) -> Self {
         let tags: Arc<Mutex<TagIndex>> = Arc::default();
-        let counters: Arc<Counters> = Arc::default();
+        let counters: Arc<StatsCounters> = Arc::default();
         let listener_tags = Arc::clone(&tags);
         let listener_counters = Arc::clone(&counters);
         let cache = Cache::builder()
@@ -138,8 +124,8 @@ impl MemoryCache {
             .eviction_listener(
                 move |_key: Arc<String>, stored: Stored, cause: RemovalCause| {
                     match cause {
-                        RemovalCause::Expired => bump(&listener_counters.expirations, 1),
-                        RemovalCause::Size => bump(&listener_counters.evictions, 1),
+                        RemovalCause::Expired => listener_counters.add_expirations(1),
+                        RemovalCause::Size => listener_counters.add_evictions(1),
                         RemovalCause::Explicit | RemovalCause::Replaced => {}
                     }
                     if !stored.entry.metadata.tags.is_empty() {
@@ -173,11 +159,11 @@ impl MemoryCache {
             // moka expires entries on its own clock; checking the wall clock too makes
             // "never returned at or after expires_at" exact.
             Some(stored) if SystemTime::now() < stored.expires_at => {
-                bump(&inner.counters.hits, 1);
+                inner.counters.add_hits(1);
                 Ok(Some(stored.entry))
             }
             _ => {
-                bump(&inner.counters.misses, 1);
+                inner.counters.add_misses(1);
                 Ok(None)
             }
         }
@@ -237,7 +223,7 @@ impl MemoryCache {
                 Op::Put(stored)
             });
         }
-        bump(&inner.counters.puts, 1);
+        inner.counters.add_puts(1);
         Ok(())
     }
 
@@ -289,7 +275,7 @@ impl MemoryCache {
     fn delete_entry(&self, key: &str) -> Result<()> {
         validate_key(NAME, key)?;
         self.remove(key);
-        bump(&self.inner.counters.deletes, 1);
+        self.inner.counters.add_deletes(1);
         Ok(())
     }
 
@@ -302,7 +288,7 @@ impl MemoryCache {
         for (id, key) in members {
             removed += u64::from(self.remove_version(&key, id));
         }
-        bump(&self.inner.counters.deletes, removed);
+        self.inner.counters.add_deletes(removed);
         removed
     }
 
@@ -319,28 +305,16 @@ impl MemoryCache {
         for (key, id) in matching {
             removed += u64::from(self.remove_version(&key, id));
         }
-        bump(&self.inner.counters.deletes, removed);
+        self.inner.counters.add_deletes(removed);
         removed
     }
 
     fn clear_all(&self) {
         let inner = &*self.inner;
         inner.cache.run_pending_tasks();
-        bump(&inner.counters.deletes, inner.cache.entry_count());
+        inner.counters.add_deletes(inner.cache.entry_count());
         inner.cache.invalidate_all();
         inner.cache.run_pending_tasks();
-    }
-
-    fn counted_stats(&self) -> BackendStats {
-        let counters = &self.inner.counters;
-        let mut stats = BackendStats::default();
-        stats.hits = counters.hits.load(Ordering::Relaxed);
-        stats.misses = counters.misses.load(Ordering::Relaxed);
-        stats.puts = counters.puts.load(Ordering::Relaxed);
-        stats.deletes = counters.deletes.load(Ordering::Relaxed);
-        stats.evictions = counters.evictions.load(Ordering::Relaxed);
-        stats.expirations = counters.expirations.load(Ordering::Relaxed);
-        stats
     }
 }
 
@@ -403,6 +377,6 @@ impl CacheManager for MemoryCache {
     }
 
     fn stats(&self) -> Result<BackendStats> {
-        Ok(self.counted_stats())
+        Ok(self.inner.counters.snapshot())
     }
 }

@@ -19,6 +19,7 @@
 //! MiB.
 
 mod cases;
+pub mod crash;
 pub mod fixtures;
 
 use std::sync::Arc;
@@ -36,6 +37,38 @@ pub trait RawStorage: Send + Sync {
 
     /// Replaces the bytes stored for `key` with `bytes`, bypassing the codec.
     fn write_raw<'a>(&'a self, key: &'a str, bytes: Vec<u8>) -> CacheFuture<'a, Result<()>>;
+}
+
+/// [`RawStorage`] from two synchronous functions, for backends whose raw access is
+/// synchronous.
+pub struct RawStorageFns<R, W> {
+    read: R,
+    write: W,
+}
+
+impl<R, W> RawStorageFns<R, W>
+where
+    R: Fn(&str) -> Result<Option<Vec<u8>>> + Send + Sync,
+    W: Fn(&str, &[u8]) -> Result<()> + Send + Sync,
+{
+    /// Raw storage that reads with `read` and writes with `write`.
+    pub fn new(read: R, write: W) -> Self {
+        Self { read, write }
+    }
+}
+
+impl<R, W> RawStorage for RawStorageFns<R, W>
+where
+    R: Fn(&str) -> Result<Option<Vec<u8>>> + Send + Sync,
+    W: Fn(&str, &[u8]) -> Result<()> + Send + Sync,
+{
+    fn read_raw<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<Option<Vec<u8>>>> {
+        CacheFuture::ready((self.read)(key))
+    }
+
+    fn write_raw<'a>(&'a self, key: &'a str, bytes: Vec<u8>) -> CacheFuture<'a, Result<()>> {
+        CacheFuture::ready((self.write)(key, &bytes))
+    }
 }
 
 /// What the suite runs against: the manager, its streaming side and raw access.

@@ -1,0 +1,281 @@
+//! Disk tiers: get-hit and put of the 16 KiB response with 10 headers.
+//!
+//! cacache: `cache-cacache` against raw `cacache` read/write of the same encoded bytes
+//! (its async API, and its sync API inside `spawn_blocking`, which is what the backend
+//! does) and against `http-cache`'s `CACacheManager`. RocksDB: `cache-rocksdb` against raw
+//! `rocksdb` get/put of the same bytes, inside `spawn_blocking` (the fair comparison: a
+//! RocksDB call must not block the executor) and inline.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cache_bench::{BODY_LEN, http_cache_response, keys, response};
+use cache_cacache::{CacacheCache, CacacheConfig};
+use cache_core::{CacheManager, PutOptions, codec};
+use cache_rocksdb::{RocksDbCache, RocksDbConfig};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use http_cache::{CACacheManager, CacheManager as _};
+
+/// Fewer keys than the memory benchmarks: each put writes files.
+const DISK_KEYS: usize = 2_000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+struct KeyCycle {
+    keys: Vec<String>,
+    next: AtomicUsize,
+}
+
+impl KeyCycle {
+    fn new() -> Self {
+        let mut keys = keys();
+        keys.truncate(DISK_KEYS);
+        Self {
+            keys,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn next(&self) -> &str {
+        &self.keys[self.next.fetch_add(1, Ordering::Relaxed) % self.keys.len()]
+    }
+}
+
+fn ttl() -> PutOptions {
+    PutOptions::new().with_ttl(Duration::from_secs(3600))
+}
+
+fn encoded(key: &str) -> Vec<u8> {
+    let (cached, policy) = response();
+    let metadata = cache_core::EntryMetadata::new(
+        std::time::SystemTime::now(),
+        Duration::from_secs(3600),
+        vec![],
+    );
+    codec::encode_parts(key, &cached, &policy, &metadata).expect("encode")
+}
+
+fn cacache_benches(c: &mut Criterion) {
+    let rt = runtime();
+    let keys = KeyCycle::new();
+    let (cached, policy) = response();
+    let root = tempfile::tempdir().expect("tempdir");
+    let ours_dir = root.path().join("ours");
+    let raw_dir = root.path().join("raw");
+    let peer_dir = root.path().join("peer");
+    let ours = rt
+        .block_on(CacacheCache::open(
+            CacacheConfig::new(&ours_dir).with_capacity_bytes(1 << 32),
+        ))
+        .expect("open");
+    let ours: Arc<dyn CacheManager> = Arc::new(ours);
+    let peer = CACacheManager::new(peer_dir.clone(), true);
+    let bytes = encoded(&keys.keys[0]);
+    rt.block_on(async {
+        for key in &keys.keys {
+            ours.put(key, cached.clone(), policy.clone(), ttl())
+                .await
+                .expect("put");
+            cacache::write(&raw_dir, key, &bytes)
+                .await
+                .expect("raw write");
+            peer.put(key.clone(), http_cache_response(), policy.clone())
+                .await
+                .expect("peer put");
+        }
+        for key in &keys.keys {
+            assert_eq!(
+                ours.get(key).await.unwrap().unwrap().response.body.len(),
+                BODY_LEN
+            );
+            assert_eq!(
+                cacache::read(&raw_dir, key).await.unwrap().len(),
+                bytes.len()
+            );
+            assert_eq!(peer.get(key).await.unwrap().unwrap().0.body.len(), BODY_LEN);
+        }
+    });
+
+    let mut group = c.benchmark_group("cacache/get_hit");
+    group.bench_function("cache-cacache", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(ours.get(keys.next()).await.unwrap()) });
+    });
+    group.bench_function("raw cacache::read (async)", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(cacache::read(&raw_dir, keys.next()).await.unwrap()) });
+    });
+    group.bench_function("raw cacache::read_sync in spawn_blocking", |b| {
+        b.to_async(&rt).iter(|| async {
+            let (dir, key) = (raw_dir.clone(), keys.next().to_owned());
+            black_box(
+                tokio::task::spawn_blocking(move || cacache::read_sync(&dir, &key).unwrap())
+                    .await
+                    .unwrap(),
+            )
+        });
+    });
+    group.bench_function("http-cache CACacheManager", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(peer.get(keys.next()).await.unwrap()) });
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("cacache/put");
+    group.sample_size(30);
+    group.bench_function("cache-cacache", |b| {
+        b.to_async(&rt).iter_batched(
+            || (keys.next().to_owned(), cached.clone(), policy.clone()),
+            |(key, response, policy)| {
+                let ours = Arc::clone(&ours);
+                async move { ours.put(&key, response, policy, ttl()).await.unwrap() }
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("raw cacache::write (async)", |b| {
+        b.to_async(&rt).iter_batched(
+            || (keys.next().to_owned(), bytes.clone()),
+            |(key, bytes)| {
+                let dir = raw_dir.clone();
+                async move { black_box(cacache::write(&dir, key, bytes).await.unwrap()) }
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("raw cacache::write_sync in spawn_blocking", |b| {
+        b.to_async(&rt).iter_batched(
+            || (keys.next().to_owned(), bytes.clone()),
+            |(key, bytes)| {
+                let dir = raw_dir.clone();
+                async move {
+                    black_box(
+                        tokio::task::spawn_blocking(move || {
+                            cacache::write_sync(&dir, key, bytes).unwrap()
+                        })
+                        .await
+                        .unwrap(),
+                    )
+                }
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("http-cache CACacheManager", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                (
+                    keys.next().to_owned(),
+                    http_cache_response(),
+                    policy.clone(),
+                )
+            },
+            |(key, response, policy)| {
+                let peer = peer.clone();
+                async move { black_box(peer.put(key, response, policy).await.unwrap()) }
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+}
+
+fn rocksdb_benches(c: &mut Criterion) {
+    let rt = runtime();
+    let keys = KeyCycle::new();
+    let (cached, policy) = response();
+    let root = tempfile::tempdir().expect("tempdir");
+    let ours = rt
+        .block_on(RocksDbCache::open(
+            RocksDbConfig::new(root.path().join("ours")).with_capacity_bytes(1 << 32),
+        ))
+        .expect("open");
+    let ours: Arc<dyn CacheManager> = Arc::new(ours);
+    let raw = Arc::new(rocksdb::DB::open_default(root.path().join("raw")).expect("raw open"));
+    let bytes = Bytes::from(encoded(&keys.keys[0]));
+    rt.block_on(async {
+        for key in &keys.keys {
+            ours.put(key, cached.clone(), policy.clone(), ttl())
+                .await
+                .expect("put");
+            raw.put(key, &bytes).expect("raw put");
+        }
+        for key in &keys.keys {
+            assert_eq!(
+                ours.get(key).await.unwrap().unwrap().response.body.len(),
+                BODY_LEN
+            );
+            assert_eq!(raw.get(key).unwrap().unwrap().len(), bytes.len());
+        }
+    });
+
+    let mut group = c.benchmark_group("rocksdb/get_hit");
+    group.bench_function("cache-rocksdb", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(ours.get(keys.next()).await.unwrap()) });
+    });
+    group.bench_function("raw rocksdb get in spawn_blocking", |b| {
+        b.to_async(&rt).iter(|| async {
+            let (raw, key) = (Arc::clone(&raw), keys.next().to_owned());
+            black_box(
+                tokio::task::spawn_blocking(move || raw.get(key).unwrap())
+                    .await
+                    .unwrap(),
+            )
+        });
+    });
+    group.bench_function("raw rocksdb get inline", |b| {
+        b.iter(|| black_box(raw.get(keys.next()).unwrap()));
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("rocksdb/put");
+    group.bench_function("cache-rocksdb", |b| {
+        b.to_async(&rt).iter_batched(
+            || (keys.next().to_owned(), cached.clone(), policy.clone()),
+            |(key, response, policy)| {
+                let ours = Arc::clone(&ours);
+                async move { ours.put(&key, response, policy, ttl()).await.unwrap() }
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("raw rocksdb put in spawn_blocking", |b| {
+        b.to_async(&rt).iter_batched(
+            || (keys.next().to_owned(), bytes.clone()),
+            |(key, bytes)| {
+                let raw = Arc::clone(&raw);
+                async move {
+                    tokio::task::spawn_blocking(move || raw.put(key, bytes).unwrap())
+                        .await
+                        .unwrap();
+                }
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("raw rocksdb put inline", |b| {
+        b.iter_batched(
+            || (keys.next().to_owned(), bytes.clone()),
+            |(key, bytes)| raw.put(key, bytes).unwrap(),
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    targets = cacache_benches, rocksdb_benches
+}
+criterion_main!(benches);

@@ -1,0 +1,61 @@
+//! A local-disk HTTP response cache on [RocksDB](https://docs.rs/rocksdb).
+//!
+//! Each entry is the core codec's envelope, stored under its key in the `entries`
+//! column family; a `write_order` column family lists keys by write sequence for
+//! eviction. Every RocksDB call runs on tokio's blocking pool. The C++ build of RocksDB
+//! happens only for users of this crate.
+//!
+//! ```no_run
+//! # async fn example() -> cache_core::Result<()> {
+//! use cache_core::CacheManager;
+//! use cache_rocksdb::{RocksDbCache, RocksDbConfig};
+//!
+//! let cache = RocksDbCache::open(RocksDbConfig::new("/var/cache/my-service/rocks")).await?;
+//! if let Some(entry) = cache.get("GET:https://example.com/").await? {
+//!     println!("served from RocksDB: {} bytes", entry.response.body.len());
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Capabilities
+//!
+//! Pattern deletion (a range scan under the pattern's literal prefix), `clear`, entry
+//! count, size in bytes, statistics; entries are stored as bytes. Tags are not supported.
+//!
+//! # Expiry
+//!
+//! Checked on every read. A compaction filter drops expired entries whenever RocksDB
+//! compacts the files that hold them; [`RocksDbCache::compact`] compacts now and
+//! [`RocksDbCache::sweep`] deletes expired entries without waiting for compaction.
+//!
+//! # Size bound, and its trade-off
+//!
+//! The live keys and values are counted (rebuilt by a scan at open, kept current on
+//! every write and by the compaction filter) and, past the capacity, the
+//! **oldest-written** entries are deleted: eviction follows write order, not recency,
+//! because recording every read would turn reads into writes. The files on disk follow
+//! the live bytes with a lag: deleted and overwritten values occupy space until
+//! compaction reclaims them, the write-ahead log holds up to two write buffers, and
+//! compression makes data smaller. Documented margin: two write buffers plus 1 MiB of
+//! metadata and logs above the capacity, after a compaction.
+//!
+//! # Configuration
+//!
+//! | setting | default |
+//! |---|---|
+//! | [`RocksDbConfig::new`] | the directory (required) |
+//! | [`RocksDbConfig::with_capacity_bytes`] | 1 GiB |
+//! | [`RocksDbConfig::with_block_cache_bytes`] | 64 MiB |
+//! | [`RocksDbConfig::with_write_buffer_bytes`] | 16 MiB |
+//! | [`RocksDbConfig::with_compression`] | LZ4 |
+//! | [`RocksDbConfig::with_ttl_policy`] | [`TtlPolicy::default`](cache_core::TtlPolicy::default) |
+//!
+//! A database RocksDB reports as corrupt at open is repaired; entries in damaged blocks
+//! become misses.
+
+mod backend;
+mod config;
+
+pub use backend::{RawAccess, RocksDbCache};
+pub use config::{Compression, RocksDbConfig};
