@@ -15,7 +15,10 @@ use cache_core::{
 
 use crate::config::CacacheConfig;
 use crate::index::{INDEX_LINE_OVERHEAD, Index, IndexEntry};
-use crate::layout::{bucket_path, content_path, content_root, index_root, remove_file_if_present};
+use crate::layout::{
+    bucket_path, compact_bucket, content_path, content_root, index_root, is_sha256,
+    remove_file_if_present,
+};
 
 const NAME: &str = "cacache";
 /// Operations on one key are serialized by one of these locks, chosen by the key's hash.
@@ -185,6 +188,10 @@ impl Inner {
         for metadata in cacache::index::ls(&self.dir) {
             // A bucket that cannot be read is left to the orphan sweep.
             let Ok(metadata) = metadata else { continue };
+            if !is_sha256(&metadata.integrity) {
+                // Not written by this backend; the orphan sweep removes the bucket.
+                continue;
+            }
             let expires_at = metadata
                 .metadata
                 .get("expires_at_ms")
@@ -278,8 +285,11 @@ impl Inner {
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => Bytes::from(bytes),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                // The entry was replaced or removed while this read was on its way.
+                // Replaced or removed while this read was on its way (then the removal
+                // below finds another version and does nothing), or deleted behind the
+                // cache's back: the index must not keep counting it.
                 self.counters.add_misses(1);
+                self.remove_entry(key, Some(&found.integrity))?;
                 return Ok(None);
             }
             Err(error) => return Err(io_error(error, "cannot read", &path).with_key(key)),
@@ -319,7 +329,10 @@ impl Inner {
             return Ok(());
         }
         let envelope = codec::encode_parts(key, response, policy, &metadata)?;
-        if envelope.len() as u64 + key.len() as u64 + INDEX_LINE_OVERHEAD > self.capacity_bytes {
+        let tag_bytes: usize = metadata.tags.iter().map(String::len).sum();
+        if (envelope.len() + key.len() + tag_bytes) as u64 + INDEX_LINE_OVERHEAD
+            > self.capacity_bytes
+        {
             return Err(Error::new(
                 ErrorKind::TooLarge,
                 NAME,
@@ -342,13 +355,11 @@ impl Inner {
         .collect();
 
         let key_guard = self.key_lock(key);
-        // The old version goes first, bucket and content, so the bucket never holds more
-        // than one line however often the key is written; a crash in between loses the
-        // key, never mixes versions.
-        let replaced = lock(&self.index).remove(key);
-        if let Some(old) = replaced {
-            self.remove_files(key, &old.integrity)?;
-        }
+        // The new version is committed first (content, then its index line appended to
+        // the key's bucket); readers see the old version until the index switches. Then
+        // the old content goes and the bucket is rewritten to its last line, so it never
+        // holds more than one line however often the key is written. A crash in between
+        // leaves the new version (the bucket's last line) and an orphan the sweep removes.
         let mut writer = WriteOpts::new()
             .algorithm(cacache::Algorithm::Sha256)
             .size(envelope.len())
@@ -364,12 +375,23 @@ impl Inner {
             .commit()
             .map_err(|error| cacache_error(error, "cannot commit the entry", key))?;
         let entry = IndexEntry::new(
-            integrity,
+            integrity.clone(),
             envelope.len() as u64,
             metadata.expires_at,
             metadata.tags,
         );
-        let (_, evicted) = lock(&self.index).insert(key.to_owned(), entry, self.capacity_bytes);
+        let (replaced, evicted) =
+            lock(&self.index).insert(key.to_owned(), entry, self.capacity_bytes);
+        if let Some(old) = replaced {
+            if old.integrity != integrity {
+                let content = content_path(&self.dir, &old.integrity);
+                remove_file_if_present(&content)
+                    .map_err(|error| io_error(error, "cannot remove", &content))?;
+            }
+            let bucket = bucket_path(&self.dir, key);
+            compact_bucket(&self.dir, key)
+                .map_err(|error| io_error(error, "cannot compact", &bucket))?;
+        }
         drop(key_guard);
         self.counters.add_puts(1);
         self.counters.add_evictions(evicted.len() as u64);
@@ -572,6 +594,9 @@ impl CacheManager for CacacheCache {
     fn clear(&self) -> CacheFuture<'_, Result<()>> {
         let inner = Arc::clone(&self.inner);
         CacheFuture::new(blocking(move || {
+            // Every key lock, in stripe order, so no put is between its write and its
+            // index insert while the directories go.
+            let _all_keys: Vec<MutexGuard<'_, ()>> = inner.key_locks.iter().map(lock).collect();
             let mut index = lock(&inner.index);
             let removed = index.take_all();
             inner.counters.add_deletes(removed.len() as u64);

@@ -9,7 +9,21 @@ use std::path::{Path, PathBuf};
 use cacache::Integrity;
 use sha1::{Digest, Sha1};
 
-/// The file holding the content with this integrity.
+/// Whether `integrity` is one SHA-256 digest as this backend writes it; anything else
+/// (read from a damaged or foreign index line) must not be turned into a path, because
+/// cacache's hex conversion panics on a malformed digest.
+pub(crate) fn is_sha256(integrity: &Integrity) -> bool {
+    integrity.hashes.first().is_some_and(|hash| {
+        hash.algorithm == cacache::Algorithm::Sha256
+            && hash.digest.len() == 44
+            && hash.digest.ends_with('=')
+            && hash.digest[..43]
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'+' || byte == b'/')
+    })
+}
+
+/// The file holding the content with this integrity (a SHA-256 one, see [`is_sha256`]).
 pub(crate) fn content_path(dir: &Path, integrity: &Integrity) -> PathBuf {
     let (algorithm, hex) = integrity.to_hex();
     dir.join("content-v2")
@@ -37,6 +51,29 @@ pub(crate) fn content_root(dir: &Path) -> PathBuf {
 /// The directory of index buckets.
 pub(crate) fn index_root(dir: &Path) -> PathBuf {
     dir.join("index-v5")
+}
+
+/// Rewrites `key`'s bucket to hold only its last line (the entry just written), through
+/// a temporary file and a rename, so a crash leaves either the old bucket or the new one.
+pub(crate) fn compact_bucket(dir: &Path, key: &str) -> std::io::Result<()> {
+    let bucket = bucket_path(dir, key);
+    let contents = std::fs::read(&bucket)?;
+    let Some(last) = contents
+        .split(|byte| *byte == b'\n')
+        .rev()
+        .find(|line| !line.is_empty())
+    else {
+        return Ok(());
+    };
+    let mut compacted = Vec::with_capacity(last.len() + 1);
+    compacted.push(b'\n');
+    compacted.extend_from_slice(last);
+    if compacted.len() == contents.len() {
+        return Ok(());
+    }
+    let temporary = bucket.with_extension("compacting");
+    std::fs::write(&temporary, &compacted)?;
+    std::fs::rename(&temporary, &bucket)
 }
 
 /// Removes a file, treating "already gone" as done.

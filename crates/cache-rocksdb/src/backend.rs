@@ -42,14 +42,14 @@ struct Inner {
     capacity_bytes: u64,
     ttl_policy: TtlPolicy,
     key_locks: Vec<Mutex<()>>,
-    accounting: Arc<Accounting>,
+    accounting: Accounting,
     eviction: Mutex<()>,
     next_sequence: AtomicU64,
     counters: StatsCounters,
 }
 
-/// Live entries and their bytes (key plus stored value). Shared with the compaction
-/// filter, which subtracts what it drops.
+/// Live entries and their bytes (key plus stored value), kept current by every write
+/// and recounted by a scan at open, after `compact` and in `sweep`.
 #[derive(Default)]
 struct Accounting {
     entries: AtomicU64,
@@ -106,6 +106,9 @@ fn sequence_of(value: &[u8]) -> Option<u64> {
     ))
 }
 
+/// A stored key and the write sequence number of its value, when readable.
+type StoredKey = (Box<[u8]>, Option<u64>);
+
 /// Options for whole scans (accounting, sweeps, eviction, pattern deletion, clear): they
 /// do not fill the block cache, and they do not stop at a damaged block (a damaged entry
 /// is found and removed when it is read).
@@ -142,7 +145,6 @@ impl RocksDbCache {
                 "the capacity must be more than zero bytes",
             ));
         }
-        let accounting = Arc::new(Accounting::default());
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
@@ -160,13 +162,13 @@ impl RocksDbCache {
         });
 
         let mut entry_options = options.clone();
-        let filter_accounting = Arc::clone(&accounting);
-        // Expired (or unreadable) entries are dropped whenever compaction meets them.
+        // Expired (or unreadable) entries are dropped whenever compaction meets them. The
+        // filter leaves the accounting alone: it may be shown a version a newer write
+        // already replaced, so what it drops is recounted by `compact` and `sweep`.
         entry_options.set_compaction_filter(
             "cache-expiry",
-            move |_level: u32, key: &[u8], value: &[u8]| {
+            |_level: u32, _key: &[u8], value: &[u8]| {
                 if is_expired(value, SystemTime::now()) {
-                    filter_accounting.subtract((key.len() + value.len()) as u64);
                     Decision::Remove
                 } else {
                     Decision::Keep
@@ -179,32 +181,50 @@ impl RocksDbCache {
                 ColumnFamilyDescriptor::new(WRITE_ORDER, options.clone()),
             ]
         };
-        let db = match DB::open_cf_descriptors(&options, &config.path, descriptors()) {
+        let open = || DB::open_cf_descriptors(&options, &config.path, descriptors());
+        let repair = || {
+            DB::repair(&options, &config.path)
+                .map_err(|error| db_error(error, "cannot repair the database"))
+        };
+        let reopen =
+            || open().map_err(|error| db_error(error, "cannot open the repaired database"));
+        let db = match open() {
             Ok(db) => db,
             Err(error) if error.kind() == rocksdb::ErrorKind::Corruption => {
-                DB::repair(&options, &config.path)
-                    .map_err(|error| db_error(error, "cannot repair the database"))?;
-                DB::open_cf_descriptors(&options, &config.path, descriptors())
-                    .map_err(|error| db_error(error, "cannot open the repaired database"))?
+                repair()?;
+                reopen()?
             }
             Err(error) => return Err(db_error(error, "cannot open the database")),
         };
-        let cache = Self {
+        let mut cache = Self::from_db(db, &config);
+        if let Err(error) = cache.inner.rebuild_accounting() {
+            if error.kind() != ErrorKind::CorruptEntry {
+                return Err(error);
+            }
+            // A damaged block the scan cannot read past: repair, then count again.
+            drop(cache);
+            repair()?;
+            cache = Self::from_db(reopen()?, &config);
+            cache.inner.rebuild_accounting()?;
+        }
+        cache.inner.evict_over_capacity()?;
+        Ok(cache)
+    }
+
+    fn from_db(db: DB, config: &RocksDbConfig) -> Self {
+        Self {
             inner: Arc::new(Inner {
                 db,
-                path: config.path,
+                path: config.path.clone(),
                 capacity_bytes: config.capacity_bytes,
                 ttl_policy: config.ttl_policy,
                 key_locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-                accounting,
+                accounting: Accounting::default(),
                 eviction: Mutex::new(()),
                 next_sequence: AtomicU64::new(0),
                 counters: StatsCounters::default(),
             }),
-        };
-        cache.inner.rebuild_accounting()?;
-        cache.inner.evict_over_capacity()?;
-        Ok(cache)
+        }
     }
 
     /// The database directory.
@@ -223,7 +243,7 @@ impl RocksDbCache {
             inner
                 .db
                 .compact_range_cf(inner.write_order(), None::<&[u8]>, None::<&[u8]>);
-            Ok(())
+            inner.recount()
         })
         .await
     }
@@ -264,6 +284,33 @@ impl Inner {
 
     /// Counts the live entries and bytes, deleting the expired entries it meets.
     fn rebuild_accounting(&self) -> Result<()> {
+        let expired = self.count_live()?;
+        for (key, sequence) in expired {
+            if self.remove(&key, sequence)?.is_some() {
+                self.counters.add_expirations(1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Recounts while no write can run (every key lock held), then drops the expired
+    /// entries the count met.
+    fn recount(&self) -> Result<()> {
+        let expired = {
+            let _all_keys: Vec<MutexGuard<'_, ()>> = self.key_locks.iter().map(lock).collect();
+            self.count_live()?
+        };
+        for (key, sequence) in expired {
+            if self.remove(&key, sequence)?.is_some() {
+                self.counters.add_expirations(1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Scans the entries: stores their count and bytes and the next write sequence, and
+    /// returns the expired ones (counted until they are removed).
+    fn count_live(&self) -> Result<Vec<StoredKey>> {
         let now = SystemTime::now();
         let (mut entries, mut bytes) = (0u64, 0u64);
         let mut expired = Vec::new();
@@ -280,11 +327,6 @@ impl Inner {
         }
         self.accounting.entries.store(entries, Ordering::Relaxed);
         self.accounting.bytes.store(bytes, Ordering::Relaxed);
-        for (key, sequence) in expired {
-            if self.remove(&key, sequence)?.is_some() {
-                self.counters.add_expirations(1);
-            }
-        }
         let last = self
             .db
             .iterator_cf_opt(self.write_order(), scan_options(), IteratorMode::End)
@@ -294,20 +336,30 @@ impl Inner {
         let next = last
             .and_then(|(sequence, _)| sequence_of(&sequence))
             .map_or(0, |last| last + 1);
-        self.next_sequence.store(next, Ordering::Relaxed);
-        Ok(())
+        // Only ever raised: a put may hold a sequence number it has not written yet.
+        self.next_sequence.fetch_max(next, Ordering::Relaxed);
+        Ok(expired)
     }
 
     /// Deletes `key` (only while its stored value has `sequence`, when given); returns
     /// the bytes removed.
     fn remove(&self, key: &[u8], sequence: Option<u64>) -> Result<Option<u64>> {
         let _key_guard = self.key_lock(key);
-        let Some(old) = self
+        let old = match self
             .db
-            .get_pinned_cf(self.entries(), key)
-            .map_err(|error| db_error(error, "cannot read an entry"))?
-        else {
-            return Ok(None);
+            .get_pinned_cf_opt(self.entries(), key, &scan_options())
+        {
+            Ok(Some(old)) => old,
+            Ok(None) => return Ok(None),
+            // Unreadable even without checksums: delete the key blindly; its write order
+            // record turns stale and goes at the next eviction or sweep.
+            Err(error) if error.kind() == rocksdb::ErrorKind::Corruption => {
+                self.db
+                    .delete_cf(self.entries(), key)
+                    .map_err(|error| db_error(error, "cannot delete a damaged entry"))?;
+                return Ok(Some(0));
+            }
+            Err(error) => return Err(db_error(error, "cannot read an entry")),
         };
         let old_sequence = sequence_of(&old);
         if sequence.is_some() && sequence != old_sequence {
@@ -338,8 +390,9 @@ impl Inner {
             // key can be written again.
             Err(error) if error.kind() == rocksdb::ErrorKind::Corruption => {
                 self.counters.add_misses(1);
-                self.counters.add_corrupt_entries(1);
-                let _ = self.db.delete_cf(self.entries(), key.as_bytes());
+                if self.remove(key.as_bytes(), None)?.is_some() {
+                    self.counters.add_corrupt_entries(1);
+                }
                 return Ok(None);
             }
             Err(error) => return Err(db_error(error, "cannot read an entry").with_key(key)),
@@ -415,7 +468,7 @@ impl Inner {
         let key_guard = self.key_lock(key.as_bytes());
         let old = self
             .db
-            .get_pinned_cf(self.entries(), key.as_bytes())
+            .get_pinned_cf_opt(self.entries(), key.as_bytes(), &scan_options())
             .ok()
             .flatten()
             .map(|old| (sequence_of(&old), old.len()));
@@ -454,7 +507,11 @@ impl Inner {
             let (sequence, key) =
                 item.map_err(|error| db_error(error, "cannot scan the write order"))?;
             match sequence_of(&sequence) {
-                Some(sequence) if self.remove(&key, Some(sequence))?.is_some() => {
+                Some(sequence)
+                    if self
+                        .remove(&key, Some(sequence))
+                        .is_ok_and(|removed| removed.is_some()) =>
+                {
                     self.counters.add_evictions(1);
                 }
                 // The key was rewritten, deleted or expired since: the record is stale.
@@ -497,7 +554,7 @@ impl Inner {
                 item.map_err(|error| db_error(error, "cannot scan the write order"))?;
             let live = self
                 .db
-                .get_pinned_cf(self.entries(), &key)
+                .get_pinned_cf_opt(self.entries(), &key, &scan_options())
                 .map_err(|error| db_error(error, "cannot read an entry"))?
                 .is_some_and(|value| sequence_of(&value) == sequence_of(&sequence));
             if !live {
@@ -509,6 +566,7 @@ impl Inner {
                 .delete_cf(self.write_order(), sequence)
                 .map_err(|error| db_error(error, "cannot delete a write order record"))?;
         }
+        self.recount()?;
         Ok(expired)
     }
 }
@@ -606,6 +664,8 @@ impl CacheManager for RocksDbCache {
     fn clear(&self) -> CacheFuture<'_, Result<()>> {
         let inner = Arc::clone(&self.inner);
         CacheFuture::new(blocking(move || {
+            // Every key lock, in stripe order, so no put lands between the two scans.
+            let _all_keys: Vec<MutexGuard<'_, ()>> = inner.key_locks.iter().map(lock).collect();
             let _eviction = lock(&inner.eviction);
             let mut removed = 0;
             for column_family in [inner.entries(), inner.write_order()] {

@@ -31,8 +31,10 @@
 //!
 //! # Size bound, and its trade-off
 //!
-//! The live keys and values are counted (rebuilt by a scan at open, kept current on
-//! every write and by the compaction filter) and, past the capacity, the
+//! The live keys and values are counted (by a scan at open, on every write, and again by
+//! a scan in [`RocksDbCache::compact`] and [`RocksDbCache::sweep`], since entries the
+//! compaction filter drops stay counted until then, which errs towards evicting early)
+//! and, past the capacity, the
 //! **oldest-written** entries are deleted: eviction follows write order, not recency,
 //! because recording every read would turn reads into writes. The files on disk follow
 //! the live bytes with a lag: deleted and overwritten values occupy space until
@@ -51,8 +53,8 @@
 //! | [`RocksDbConfig::with_compression`] | LZ4 |
 //! | [`RocksDbConfig::with_ttl_policy`] | [`TtlPolicy::default`](cache_core::TtlPolicy::default) |
 //!
-//! A database RocksDB reports as corrupt at open is repaired; entries in damaged blocks
-//! become misses.
+//! A database RocksDB reports as corrupt at open (or whose entries cannot be scanned) is
+//! repaired; entries in damaged blocks become misses and are deleted when read.
 
 mod backend;
 mod config;
