@@ -1,4 +1,4 @@
-//! Small helpers for [`BoxBody`](crate::BoxBody): build one from bytes or chunks, and
+//! Small helpers for [`BoxBody`]: build one from bytes or chunks, and
 //! collect one with a size limit.
 
 use std::collections::VecDeque;

@@ -2,7 +2,7 @@
 //!
 //! Each case is a public async function that panics with a precise message when the
 //! backend breaks the [`CacheManager`] contract. [`run_all`] runs every case the backend's
-//! [`Capabilities`] allow and returns a [`Report`] naming what ran and what was skipped,
+//! [`Capabilities`](crate::Capabilities) allow and returns a [`Report`] naming what ran and what was skipped,
 //! so a backend's test can assert the exact set.
 //!
 //! ```no_run
