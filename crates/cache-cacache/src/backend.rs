@@ -92,11 +92,7 @@ impl CacacheCache {
     /// drops expired and unreadable entries, evicts down to the capacity, and removes
     /// orphaned content and temporary files.
     pub async fn open(config: CacacheConfig) -> Result<Self> {
-        tokio::task::spawn_blocking(move || Self::open_blocking(config))
-            .await
-            .map_err(|error| {
-                Error::new(ErrorKind::Backend, NAME, "the open task failed").with_source(error)
-            })?
+        CacheFuture::blocking(NAME, move || Self::open_blocking(config)).await
     }
 
     fn open_blocking(config: CacacheConfig) -> Result<Self> {
@@ -133,7 +129,7 @@ impl CacacheCache {
     /// references and that are older than a minute. Runs on the blocking pool.
     pub async fn sweep(&self) -> Result<SweepReport> {
         let inner = Arc::clone(&self.inner);
-        blocking(move || inner.sweep_blocking(ORPHAN_GRACE)).await
+        CacheFuture::blocking(NAME, move || inner.sweep_blocking(ORPHAN_GRACE)).await
     }
 
     /// Runs [`sweep`](Self::sweep) every `period` until the returned handle is dropped.
@@ -163,16 +159,6 @@ impl Drop for SweeperHandle {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    operation: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(operation)
-        .await
-        .map_err(|error| {
-            Error::new(ErrorKind::Backend, NAME, "a blocking task failed").with_source(error)
-        })?
 }
 
 impl Inner {
@@ -522,7 +508,7 @@ impl CacheManager for CacacheCache {
             return CacheFuture::ready(Err(error));
         }
         let (inner, key) = (Arc::clone(&self.inner), key.to_owned());
-        CacheFuture::new(blocking(move || inner.get_blocking(&key)))
+        CacheFuture::blocking(NAME, move || inner.get_blocking(&key))
     }
 
     fn put<'a>(
@@ -536,9 +522,9 @@ impl CacheManager for CacacheCache {
             return CacheFuture::ready(Err(error));
         }
         let (inner, key) = (Arc::clone(&self.inner), key.to_owned());
-        CacheFuture::new(blocking(move || {
+        CacheFuture::blocking(NAME, move || {
             inner.put_blocking(&key, &response, &policy, &options)
-        }))
+        })
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<()>> {
@@ -546,16 +532,16 @@ impl CacheManager for CacacheCache {
             return CacheFuture::ready(Err(error));
         }
         let (inner, key) = (Arc::clone(&self.inner), key.to_owned());
-        CacheFuture::new(blocking(move || {
+        CacheFuture::blocking(NAME, move || {
             inner.remove_entry(&key, None)?;
             inner.counters.add_deletes(1);
             Ok(())
-        }))
+        })
     }
 
     fn delete_tag<'a>(&'a self, tag: &'a str) -> CacheFuture<'a, Result<u64>> {
         let (inner, tag) = (Arc::clone(&self.inner), tag.to_owned());
-        CacheFuture::new(blocking(move || {
+        CacheFuture::blocking(NAME, move || {
             let mut removed = 0;
             let tagged = lock(&inner.index).keys_tagged(&tag);
             for key in tagged {
@@ -570,12 +556,12 @@ impl CacheManager for CacacheCache {
             }
             inner.counters.add_deletes(removed);
             Ok(removed)
-        }))
+        })
     }
 
     fn delete_pattern<'a>(&'a self, pattern: &'a KeyPattern) -> CacheFuture<'a, Result<u64>> {
         let (inner, pattern) = (Arc::clone(&self.inner), pattern.clone());
-        CacheFuture::new(blocking(move || {
+        CacheFuture::blocking(NAME, move || {
             let prefix = pattern.literal_prefix();
             let matching: Vec<String> = lock(&inner.index)
                 .keys()
@@ -588,12 +574,12 @@ impl CacheManager for CacacheCache {
             }
             inner.counters.add_deletes(removed);
             Ok(removed)
-        }))
+        })
     }
 
     fn clear(&self) -> CacheFuture<'_, Result<()>> {
         let inner = Arc::clone(&self.inner);
-        CacheFuture::new(blocking(move || {
+        CacheFuture::blocking(NAME, move || {
             // Every key lock, in stripe order, so no put is between its write and its
             // index insert while the directories go.
             let _all_keys: Vec<MutexGuard<'_, ()>> = inner.key_locks.iter().map(lock).collect();
@@ -613,7 +599,7 @@ impl CacheManager for CacacheCache {
                 }
             }
             Ok(())
-        }))
+        })
     }
 
     fn entry_count(&self) -> CacheFuture<'_, Result<u64>> {

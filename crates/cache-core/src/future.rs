@@ -51,6 +51,22 @@ impl<'a, T> CacheFuture<'a, T> {
     }
 }
 
+impl<T: Send + 'static> CacheFuture<'static, crate::Result<T>> {
+    /// Runs blocking work (file system, an embedded database) on tokio's blocking pool, so
+    /// it never stalls the executor; a panic in `work` becomes an error of `backend`.
+    pub fn blocking(
+        backend: &'static str,
+        work: impl FnOnce() -> crate::Result<T> + Send + 'static,
+    ) -> Self {
+        Self::new(async move {
+            tokio::task::spawn_blocking(work).await.map_err(|error| {
+                crate::Error::new(crate::ErrorKind::Backend, backend, "a blocking task failed")
+                    .with_source(error)
+            })?
+        })
+    }
+}
+
 // The value of a ready future is moved out, never pinned, and the boxed future is pinned
 // on the heap: moving a `CacheFuture` never moves pinned data.
 impl<T> Unpin for CacheFuture<'_, T> {}

@@ -119,22 +119,12 @@ fn scan_options() -> ReadOptions {
     options
 }
 
-async fn blocking<T: Send + 'static>(
-    operation: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(operation)
-        .await
-        .map_err(|error| {
-            Error::new(ErrorKind::Backend, NAME, "a blocking task failed").with_source(error)
-        })?
-}
-
 impl RocksDbCache {
     /// Opens (or creates) the database in `config`'s directory. A database RocksDB
     /// reports as corrupt is repaired (what cannot be recovered is dropped) and opened
     /// again. Then the accounting is rebuilt and the capacity enforced.
     pub async fn open(config: RocksDbConfig) -> Result<Self> {
-        blocking(move || Self::open_blocking(config)).await
+        CacheFuture::blocking(NAME, move || Self::open_blocking(config)).await
     }
 
     fn open_blocking(config: RocksDbConfig) -> Result<Self> {
@@ -236,7 +226,7 @@ impl RocksDbCache {
     /// filter and deleted data is reclaimed. RocksDB also compacts on its own.
     pub async fn compact(&self) -> Result<()> {
         let inner = Arc::clone(&self.inner);
-        blocking(move || {
+        CacheFuture::blocking(NAME, move || {
             inner
                 .db
                 .compact_range_cf(inner.entries(), None::<&[u8]>, None::<&[u8]>);
@@ -252,7 +242,7 @@ impl RocksDbCache {
     /// many entries expired.
     pub async fn sweep(&self) -> Result<u64> {
         let inner = Arc::clone(&self.inner);
-        blocking(move || inner.sweep_blocking()).await
+        CacheFuture::blocking(NAME, move || inner.sweep_blocking()).await
     }
 
     /// Raw access to the stored values, for corruption and credential tests.
@@ -602,7 +592,7 @@ impl CacheManager for RocksDbCache {
             return CacheFuture::ready(Err(error));
         }
         let (inner, key) = (Arc::clone(&self.inner), key.to_owned());
-        CacheFuture::new(blocking(move || inner.get_blocking(&key)))
+        CacheFuture::blocking(NAME, move || inner.get_blocking(&key))
     }
 
     fn put<'a>(
@@ -616,9 +606,9 @@ impl CacheManager for RocksDbCache {
             return CacheFuture::ready(Err(error));
         }
         let (inner, key) = (Arc::clone(&self.inner), key.to_owned());
-        CacheFuture::new(blocking(move || {
+        CacheFuture::blocking(NAME, move || {
             inner.put_blocking(&key, &response, &policy, &options)
-        }))
+        })
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<()>> {
@@ -626,16 +616,16 @@ impl CacheManager for RocksDbCache {
             return CacheFuture::ready(Err(error));
         }
         let (inner, key) = (Arc::clone(&self.inner), key.to_owned());
-        CacheFuture::new(blocking(move || {
+        CacheFuture::blocking(NAME, move || {
             inner.remove(key.as_bytes(), None)?;
             inner.counters.add_deletes(1);
             Ok(())
-        }))
+        })
     }
 
     fn delete_pattern<'a>(&'a self, pattern: &'a KeyPattern) -> CacheFuture<'a, Result<u64>> {
         let (inner, pattern) = (Arc::clone(&self.inner), pattern.clone());
-        CacheFuture::new(blocking(move || {
+        CacheFuture::blocking(NAME, move || {
             // Keys are sorted: only the range under the pattern's literal prefix is read.
             let prefix = pattern.literal_prefix();
             let mut matching = Vec::new();
@@ -658,12 +648,12 @@ impl CacheManager for RocksDbCache {
             }
             inner.counters.add_deletes(removed);
             Ok(removed)
-        }))
+        })
     }
 
     fn clear(&self) -> CacheFuture<'_, Result<()>> {
         let inner = Arc::clone(&self.inner);
-        CacheFuture::new(blocking(move || {
+        CacheFuture::blocking(NAME, move || {
             // Every key lock, in stripe order, so no put lands between the two scans.
             let _all_keys: Vec<MutexGuard<'_, ()>> = inner.key_locks.iter().map(lock).collect();
             let _eviction = lock(&inner.eviction);
@@ -689,7 +679,7 @@ impl CacheManager for RocksDbCache {
             inner.accounting.bytes.store(0, Ordering::Relaxed);
             inner.counters.add_deletes(removed / 2);
             Ok(())
-        }))
+        })
     }
 
     fn entry_count(&self) -> CacheFuture<'_, Result<u64>> {
