@@ -256,18 +256,18 @@ impl Inner {
     fn get_blocking(&self, key: &str) -> Result<Option<Arc<CacheEntry>>> {
         let now = SystemTime::now();
         let found = lock(&self.index).touch(key);
-        let Some(found) = found else {
+        let Some((integrity, expires_at)) = found else {
             self.counters.add_misses(1);
             return Ok(None);
         };
-        if found.expires_at <= now {
+        if expires_at <= now {
             self.counters.add_misses(1);
-            if self.remove_entry(key, Some(&found.integrity))? {
+            if self.remove_entry(key, Some(&integrity))? {
                 self.counters.add_expirations(1);
             }
             return Ok(None);
         }
-        let path = content_path(&self.dir, &found.integrity);
+        let path = content_path(&self.dir, &integrity);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => Bytes::from(bytes),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -275,7 +275,7 @@ impl Inner {
                 // below finds another version and does nothing), or deleted behind the
                 // cache's back: the index must not keep counting it.
                 self.counters.add_misses(1);
-                self.remove_entry(key, Some(&found.integrity))?;
+                self.remove_entry(key, Some(&integrity))?;
                 return Ok(None);
             }
             Err(error) => return Err(io_error(error, "cannot read", &path).with_key(key)),
@@ -287,12 +287,12 @@ impl Inner {
             }
             Ok(_) => {
                 self.counters.add_misses(1);
-                self.remove_entry(key, Some(&found.integrity))?;
+                self.remove_entry(key, Some(&integrity))?;
                 Ok(None)
             }
             Err(_) => {
                 self.counters.add_misses(1);
-                if self.remove_entry(key, Some(&found.integrity))? {
+                if self.remove_entry(key, Some(&integrity))? {
                     self.counters.add_corrupt_entries(1);
                 }
                 Ok(None)

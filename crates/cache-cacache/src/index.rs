@@ -54,15 +54,16 @@ pub(crate) struct Index {
 }
 
 impl Index {
-    /// The entry under `key`, marked as the most recently used.
-    pub(crate) fn touch(&mut self, key: &str) -> Option<IndexEntry> {
+    /// The content hash and expiry of the entry under `key`, marked as the most recently
+    /// used. Only what a read needs is copied out (not the tags).
+    pub(crate) fn touch(&mut self, key: &str) -> Option<(Integrity, SystemTime)> {
         let recency = self.next_recency;
         let entry = self.entries.get_mut(key)?;
         self.by_recency.remove(&entry.recency);
         entry.recency = recency;
         self.by_recency.insert(recency, key.to_owned());
         self.next_recency += 1;
-        Some(entry.clone())
+        Some((entry.integrity.clone(), entry.expires_at))
     }
 
     pub(crate) fn peek(&self, key: &str) -> Option<&IndexEntry> {

@@ -16,6 +16,9 @@ use std::task::{Context, Poll};
 /// waits (disk, network) wraps its `async` block in [`CacheFuture::new`]; forwarding impls
 /// return the inner future as it is.
 ///
+/// A ready future's work happened when the method was called: dropping it without
+/// awaiting does not undo a put or a delete. Callers should await every call.
+///
 /// ```
 /// use cache_core::CacheFuture;
 ///
