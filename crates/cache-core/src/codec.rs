@@ -98,7 +98,27 @@ pub fn encode_parts(
         url: &response.url,
     };
     let body = &response.body[..];
-    write_envelope(key, head, policy, metadata, body.len() as u64, Some(body))
+    write_envelope(&[], key, head, policy, metadata, body.len() as u64, Some(body))
+}
+
+/// [`encode_parts`] behind `prefix`: the result is `prefix` followed by the envelope, in
+/// one allocation, for backends that store a few bytes of their own before it (a
+/// sequence number, a put id) and so need not copy the envelope once more.
+pub fn encode_parts_with_prefix(
+    prefix: &[u8],
+    key: &str,
+    response: &CachedResponse,
+    policy: &CachePolicy,
+    metadata: &EntryMetadata,
+) -> Result<Vec<u8>> {
+    let head = HeadRef {
+        status: response.status,
+        version: response.version,
+        headers: &response.headers,
+        url: &response.url,
+    };
+    let body = &response.body[..];
+    write_envelope(prefix, key, head, policy, metadata, body.len() as u64, Some(body))
 }
 
 /// Encodes a head-only envelope for a body of `body_len` bytes that the backend stores
@@ -116,7 +136,7 @@ pub fn encode_head(
         headers: &head.headers,
         url: &head.url,
     };
-    write_envelope(key, head, policy, metadata, body_len, None)
+    write_envelope(&[], key, head, policy, metadata, body_len, None)
 }
 
 /// Decodes an envelope with its body. Any defect is an error of kind
@@ -260,6 +280,7 @@ struct HeadRef<'a> {
 }
 
 fn write_envelope(
+    prefix: &[u8],
     key: &str,
     head: HeadRef<'_>,
     policy: &CachePolicy,
@@ -289,8 +310,11 @@ fn write_envelope(
         + 4
         + policy_bytes.len();
     let body_bytes = body.map_or(0, <[u8]>::len);
-    let mut out = Vec::with_capacity(FIXED_HEADER_LEN + metadata_len + body_bytes);
+    let mut out =
+        Vec::with_capacity(prefix.len() + FIXED_HEADER_LEN + metadata_len + body_bytes);
 
+    out.extend_from_slice(prefix);
+    let base = prefix.len();
     out.extend_from_slice(&MAGIC);
     out.push(FORMAT_VERSION);
     out.push(if body.is_some() {
@@ -322,13 +346,13 @@ fn write_envelope(
         put_bytes32(&mut out, tag.as_bytes(), "tag")?;
     }
     put_bytes32(&mut out, &policy_bytes, "policy")?;
-    debug_assert_eq!(out.len(), FIXED_HEADER_LEN + metadata_len);
+    debug_assert_eq!(out.len(), base + FIXED_HEADER_LEN + metadata_len);
 
     if let Some(body) = body {
         out.extend_from_slice(body);
     }
-    let checksum = xxhash_rust::xxh3::xxh3_64(&out[CHECKSUM_START..]);
-    out[8..16].copy_from_slice(&checksum.to_le_bytes());
+    let checksum = xxhash_rust::xxh3::xxh3_64(&out[base + CHECKSUM_START..]);
+    out[base + 8..base + 16].copy_from_slice(&checksum.to_le_bytes());
     Ok(out)
 }
 

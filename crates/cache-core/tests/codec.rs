@@ -96,6 +96,27 @@ fn the_layout_is_as_documented() {
 }
 
 #[test]
+fn a_prefixed_encoding_is_the_prefix_then_the_same_envelope() {
+    let entry = entry_of(
+        response("https://example.com/p", Bytes::from_static(b"prefixed body")),
+        vec!["t".to_owned()],
+    );
+    let plain = codec::encode("k", &entry).unwrap();
+    let prefixed = codec::encode_parts_with_prefix(
+        b"12345678",
+        "k",
+        &entry.response,
+        &entry.policy,
+        &entry.metadata,
+    )
+    .unwrap();
+    assert_eq!(&prefixed[..8], b"12345678");
+    assert_eq!(&prefixed[8..], &plain[..]);
+    let decoded = codec::decode_for_key(Bytes::from(prefixed).slice(8..), "k").unwrap();
+    assert_same_response(&decoded.response, &entry.response, "prefixed");
+}
+
+#[test]
 fn the_expiry_can_be_read_without_decoding() {
     let entry = entry_of(
         response("https://example.com/a", Bytes::from_static(b"body")),

@@ -1,0 +1,88 @@
+//! Redis as the cache tier many instances of a service share, the invalidation bus that
+//! keeps their local tiers coherent, and small capped streams.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use cache_core::{CacheManager, CachePolicy, CachedResponse, PutOptions};
+//! use cache_redis::{RedisCache, RedisConfig};
+//! use http::StatusCode;
+//!
+//! // REDIS_URL, or redis://127.0.0.1:6379 when it is unset.
+//! let cache = RedisCache::connect(RedisConfig::from_env().with_namespace("shop")).await?;
+//!
+//! let url = url::Url::parse("https://shop.example/")?;
+//! let response = CachedResponse::new(url.clone(), StatusCode::OK).with_body("hello");
+//! let request = http::Request::get(url.as_str()).body(())?;
+//! let policy = CachePolicy::new(&request, &http::Response::new(()));
+//! cache.put("GET:https://shop.example/", response, policy, PutOptions::new()).await?;
+//!
+//! let hit = cache.get("GET:https://shop.example/").await?;
+//! assert_eq!(hit.map(|entry| entry.response.body.clone()), Some("hello".into()));
+//!
+//! // Another instance's local tiers learn about deletions through the bus.
+//! use cache_core::{InvalidationBus, InvalidationEvent};
+//! cache.delete("GET:https://shop.example/").await?;
+//! cache.bus().publish(InvalidationEvent::Delete { key: "GET:https://shop.example/".into() }).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Storage
+//!
+//! - One multiplexed connection per [`RedisCache`] (redis-rs's `ConnectionManager`), which
+//!   reconnects by itself: throughput comes from many requests in flight on it.
+//! - Entry `key` is the string `{namespace}:e:{key}`: an 8-byte put id, then the core
+//!   codec's envelope (credentials redacted, checksummed). Expiry is Redis's own (`PX`,
+//!   milliseconds, rounded up) and every read also checks the entry's exact expiry.
+//! - Tags are sets `{namespace}:t:{tag}` of put id + key. An entry rewritten without a
+//!   tag has a new put id, so deleting the tag spares it; such stale members are dropped
+//!   when the tag is deleted, sampled away by later puts with the tag, and the set expires
+//!   with its longest-lived entry.
+//! - Pattern deletion and `clear` use `SCAN ... MATCH` inside the namespace (never `KEYS`)
+//!   and `UNLINK`; nothing outside the namespace is touched.
+//! - Tagged puts and tag deletion are Lua scripts over several keys: a single server (or
+//!   a replicated primary), not Redis Cluster.
+//!
+//! # Capabilities
+//!
+//! get / put / delete, tags, pattern deletion, `clear`, `entry_count` (a `SCAN` of the
+//! namespace), `health` (`PING` and its latency), stats. No `size_bytes`: Redis accounts
+//! memory itself (`maxmemory`).
+//!
+//! # Failures
+//!
+//! Every operation finishes within the command timeout. A refused or dropped connection is
+//! [`ErrorKind::Unavailable`](cache_core::ErrorKind::Unavailable), a server that does not
+//! answer [`ErrorKind::Timeout`](cache_core::ErrorKind::Timeout); both are temporary, and
+//! the connection comes back by itself when the server does. Passwords never appear in
+//! `Debug` output or errors.
+//!
+//! # Configuration ([`RedisConfig`])
+//!
+//! | setting | default |
+//! |---|---|
+//! | URL | `REDIS_URL` with [`RedisConfig::from_env`], else `redis://127.0.0.1:6379` |
+//! | namespace | `http-cache` |
+//! | connect timeout | 2 s |
+//! | command timeout | 1 s |
+//! | TTL policy | [`TtlPolicy::default`](cache_core::TtlPolicy) |
+//! | largest entry | 64 MiB |
+//! | bus stream length | about 10,000 events |
+//! | bus ping interval | 5 s |
+//! | bus reconnect delay | 50 ms doubling to 2 s |
+//!
+//! `rediss://` URLs need the `tls` feature (rustls, system roots). The `test-support`
+//! feature adds [`testing`]: throwaway servers to stop, restart and pause.
+
+mod backend;
+mod bus;
+mod config;
+mod error;
+mod streams;
+#[cfg(feature = "test-support")]
+pub mod testing;
+
+pub use backend::RedisCache;
+pub use bus::RedisBus;
+pub use config::{DEFAULT_URL, RedisConfig};
+pub use streams::{RedisStream, StreamEntry, StreamId};

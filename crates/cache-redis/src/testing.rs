@@ -1,0 +1,286 @@
+//! Test support: throwaway `redis-server` processes on free loopback ports that a test can
+//! stop, restart and pause, and a TCP proxy whose connections a test can cut.
+//!
+//! Servers listen on 127.0.0.1 only, keep nothing on disk (`--save ''`, no AOF) and are
+//! killed by their pid when the handle is dropped, so a failing test cleans up too.
+//!
+//! ```no_run
+//! # async fn example() -> std::io::Result<()> {
+//! use cache_redis::testing::RedisServer;
+//!
+//! let mut server = RedisServer::start()?;
+//! let url = server.url(); // redis://127.0.0.1:<free port>
+//! server.stop();          // operations now fail with `Unavailable`
+//! server.restart()?;      // same port, empty data set
+//! server.pause();         // SIGSTOP: operations time out
+//! server.resume();        // SIGCONT
+//! # let _ = url;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Whether the Redis tests of this run were switched off (`CACHE_SKIP_REDIS_TESTS=1`, set
+/// by `cargo xtask test-all` when no `redis-server` is available). Tests return early and
+/// say so when it is true.
+pub fn redis_tests_skipped() -> bool {
+    if std::env::var_os("CACHE_SKIP_REDIS_TESTS").is_some_and(|value| value == "1") {
+        eprintln!("CACHE_SKIP_REDIS_TESTS=1: this Redis test is skipped");
+        true
+    } else {
+        false
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// A `redis-server` child process on a loopback port.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port and waits until it answers.
+    pub fn start() -> io::Result<Self> {
+        Self::start_with_args(&[])
+    }
+
+    /// Starts a server with extra `redis-server` arguments (such as
+    /// `["--requirepass", "secret"]`).
+    pub fn start_with_args(extra_args: &[&str]) -> io::Result<Self> {
+        let mut server = Self {
+            port: free_port()?,
+            extra_args: extra_args.iter().map(|&arg| arg.to_owned()).collect(),
+            child: None,
+            paused: false,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// The port the server listens on (the same across restarts).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit: connections are refused until
+    /// [`restart`](Self::restart).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if self.paused {
+                self.signal(&child, Signal::CONT);
+                self.paused = false;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server if it runs and starts a new one on the same port (with an empty
+    /// data set: nothing is persisted).
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.stop();
+        // The port can stay busy for a moment after the old process exited.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.spawn() {
+                Ok(()) => return Ok(()),
+                Err(error) if Instant::now() < deadline => {
+                    let _ = error;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): connections open but nothing is answered.
+    pub fn pause(&mut self) {
+        if let Some(child) = &self.child {
+            self.signal(child, Signal::STOP);
+            self.paused = true;
+        }
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&mut self) {
+        if let Some(child) = &self.child {
+            self.signal(child, Signal::CONT);
+            self.paused = false;
+        }
+    }
+
+    fn signal(&self, child: &Child, signal: Signal) {
+        let pid = i32::try_from(child.id())
+            .ok()
+            .and_then(Pid::from_raw)
+            .expect("a child's pid is a positive i32");
+        let _ = kill_process(pid, signal);
+    }
+
+    fn spawn(&mut self) -> io::Result<()> {
+        let port = self.port.to_string();
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no", "--protected-mode", "yes"])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|error| {
+                io::Error::new(
+                    error.kind(),
+                    format!("cannot start redis-server (is it on PATH?): {error}"),
+                )
+            })?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "redis-server on port {port} exited at start ({status})"
+                )));
+            }
+            if answers_ping(self.port) {
+                self.child = Some(child);
+                self.paused = false;
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("redis-server on port {port} did not answer within 10 s"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether something on `port` answers `PING` like Redis (`+PONG`, or `-NOAUTH` when it
+/// wants a password).
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 1];
+    matches!(stream.read(&mut reply), Ok(1) if reply[0] == b'+' || reply[0] == b'-')
+}
+
+/// A TCP proxy on a free loopback port in front of `127.0.0.1:{target}`. While cut, it
+/// closes every connection through it and every new one at once, so a client behind it
+/// sees its server vanish while other clients keep theirs.
+#[derive(Debug)]
+pub struct TcpProxy {
+    port: u16,
+    up: Arc<watch::Sender<bool>>,
+    accept_loop: JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding to `127.0.0.1:{target}`. Must be called inside a tokio runtime.
+    pub async fn start(target: u16) -> io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let port = listener.local_addr()?.port();
+        let up = Arc::new(watch::Sender::new(true));
+        let accept_loop = tokio::spawn({
+            let up = Arc::clone(&up);
+            async move {
+                loop {
+                    let Ok((mut client, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    if !*up.borrow() {
+                        drop(client);
+                        continue;
+                    }
+                    let mut state = up.subscribe();
+                    tokio::spawn(async move {
+                        let Ok(mut server) =
+                            tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, target)).await
+                        else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = state.wait_for(|up| !*up) => {}
+                        }
+                    });
+                }
+            }
+        });
+        Ok(Self {
+            port,
+            up,
+            accept_loop,
+        })
+    }
+
+    /// The proxy's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:{port}` of the proxy.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Closes every connection through the proxy and refuses new ones until
+    /// [`restore`](Self::restore).
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.up.send_replace(false);
+        self.accept_loop.abort();
+    }
+}
