@@ -11,13 +11,13 @@ use cache_redis::testing::RedisServer;
 use cache_redis::{RedisCache, RedisConfig};
 
 /// A server of this test's own, started fresh (isolation and fault injection).
-pub fn own_server() -> RedisServer {
+pub(crate) fn own_server() -> RedisServer {
     RedisServer::start().expect("start a throwaway redis-server (is it on PATH?)")
 }
 
 /// The server named by `REDIS_URL` when it is set (xtask starts one per run), otherwise
 /// one of this test's own; the second value keeps that one alive.
-pub fn shared_or_own_server() -> (String, Option<RedisServer>) {
+pub(crate) fn shared_or_own_server() -> (String, Option<RedisServer>) {
     match std::env::var("REDIS_URL") {
         Ok(url) => (url, None),
         Err(_) => {
@@ -28,12 +28,12 @@ pub fn shared_or_own_server() -> (String, Option<RedisServer>) {
 }
 
 /// A namespace no other test uses, so tests can share one server.
-pub fn unique_namespace(label: &str) -> String {
+pub(crate) fn unique_namespace(label: &str) -> String {
     unique_prefix(label).trim_end_matches(':').to_owned()
 }
 
 /// A config for `url` in a fresh namespace with short timeouts.
-pub fn config(url: &str, label: &str) -> RedisConfig {
+pub(crate) fn config(url: &str, label: &str) -> RedisConfig {
     RedisConfig::new(url)
         .with_namespace(unique_namespace(label))
         .with_command_timeout(Duration::from_millis(500))
@@ -42,7 +42,7 @@ pub fn config(url: &str, label: &str) -> RedisConfig {
 }
 
 /// A plain redis-rs connection, beside the cache, to look at what it stored.
-pub async fn plain_connection(url: &str) -> redis::aio::MultiplexedConnection {
+pub(crate) async fn plain_connection(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()
@@ -51,9 +51,9 @@ pub async fn plain_connection(url: &str) -> redis::aio::MultiplexedConnection {
 }
 
 /// Raw access to the cache's stored values through a plain client.
-pub struct RawRedis {
-    pub cache: RedisCache,
-    pub connection: redis::aio::MultiplexedConnection,
+pub(crate) struct RawRedis {
+    pub(crate) cache: RedisCache,
+    pub(crate) connection: redis::aio::MultiplexedConnection,
 }
 
 impl RawStorage for RawRedis {
