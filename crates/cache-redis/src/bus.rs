@@ -44,23 +44,24 @@ redis.call('PUBLISH', ARGV[2], id .. '\n' .. ARGV[3])
 return id
 ";
 
-/// The stream's last generated id, the largest id trimmed from it, and the entries after
-/// `ARGV[1]` (at most `ARGV[2]`), read atomically; empty strings when there is no stream.
+/// The stream's state (last generated id, largest deleted id, entries ever added, length)
+/// and up to `ARGV[2]` entries from `ARGV[1]` on, inclusive, read atomically; an empty
+/// last id when there is no stream.
 const CATCH_UP: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {'', '', {}}
+  return {'', '', 0, 0, {}}
 end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local last_generated, max_deleted = '', ''
+local fields = {}
 for i = 1, #info, 2 do
-  if info[i] == 'last-generated-id' then last_generated = info[i + 1] end
-  if info[i] == 'max-deleted-entry-id' then max_deleted = info[i + 1] end
+  fields[info[i]] = info[i + 1]
 end
 local entries = {}
 if tonumber(ARGV[2]) > 0 then
-  entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
+  entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
 end
-return {last_generated, max_deleted, entries}
+return {fields['last-generated-id'], fields['max-deleted-entry-id'] or '',
+        fields['entries-added'] or -1, fields['length'], entries}
 ";
 
 /// The bytes of one event: a format version, then postcard.
@@ -192,12 +193,18 @@ impl BusShared {
             })
     }
 
-    /// One consistent look at the stream: its state and up to `count` entries after
-    /// `after`, read in one script so no trim can fall between the two.
-    async fn read_stream(&self, after: StreamId, count: usize) -> Result<StreamSnapshot> {
+    /// One consistent look at the stream: its state and up to `count` entries from `from`
+    /// on (inclusive), read in one script so no trim can fall between the two.
+    async fn read_stream(&self, from: StreamId, count: usize) -> Result<StreamSnapshot> {
         let mut invocation = self.catch_up.key(&self.stream_key);
-        invocation.arg(after.to_string()).arg(count);
-        let (last_generated, max_deleted, entries): (String, String, Value) = self
+        invocation.arg(from.to_string()).arg(count);
+        let (last_generated, max_deleted, entries_added, length, entries): (
+            String,
+            String,
+            i64,
+            i64,
+            Value,
+        ) = self
             .cache
             .run("read the bus stream", |mut connection| {
                 let invocation = &invocation;
@@ -207,17 +214,19 @@ impl BusShared {
         if last_generated.is_empty() {
             return Ok(StreamSnapshot::default());
         }
-        if max_deleted.is_empty() {
-            // Redis before 7.0 does not report trimmed ids, so gaps would go unnoticed.
+        if max_deleted.is_empty() || entries_added < 0 {
+            // Redis before 7.0 reports neither, so gaps would go unnoticed.
             return Err(Error::new(
                 ErrorKind::Config,
                 NAME,
-                "the invalidation bus needs Redis 7.0 or newer (XINFO STREAM has no max-deleted-entry-id)",
+                "the invalidation bus needs Redis 7.0 or newer (XINFO STREAM lacks max-deleted-entry-id)",
             ));
         }
         Ok(StreamSnapshot {
+            exists: true,
             last_generated: last_generated.parse()?,
             max_deleted: max_deleted.parse()?,
+            ever_removed: entries_added > length,
             entries: parse_entries(entries)?,
         })
     }
@@ -236,6 +245,9 @@ impl BusShared {
 /// The stream as one `CATCH_UP` call saw it; all zero and empty when there is no stream.
 #[derive(Default)]
 struct StreamSnapshot {
+    exists: bool,
+    /// Some entry was ever trimmed or deleted from the stream.
+    ever_removed: bool,
     last_generated: StreamId,
     max_deleted: StreamId,
     entries: Vec<crate::streams::StreamEntry>,
@@ -446,18 +458,30 @@ impl Subscriber {
                 .resync("the redis server restarted, so its event stream may have lost events"));
         }
         loop {
-            let snapshot = self
-                .shared
-                .read_stream(position.last_seen, REPLAY_BATCH)
-                .await?;
-            if snapshot.max_deleted > position.last_seen {
+            // From the last event seen, inclusive: finding it proves that nothing after it
+            // was trimmed (trimming removes the oldest entries first).
+            let from = position.last_seen;
+            let snapshot = self.shared.read_stream(from, REPLAY_BATCH + 1).await?;
+            let mut entries = snapshot.entries.into_iter().peekable();
+            let anchored = if from == StreamId::ZERO {
+                // The stream did not exist when the subscription started: everything in it
+                // came later, and nothing may have been removed since.
+                !snapshot.ever_removed
+            } else {
+                entries.next_if(|entry| entry.id == from).is_some()
+            };
+            if !anchored || snapshot.max_deleted > from {
                 position.last_seen = snapshot.last_generated;
-                return Ok(self.outbox.resync(
-                    "events this subscriber missed were trimmed from the bus stream",
-                ));
+                let reason = if snapshot.exists {
+                    "events this subscriber missed were trimmed from the bus stream"
+                } else {
+                    "the bus stream is gone, with the events this subscriber missed"
+                };
+                return Ok(self.outbox.resync(reason));
             }
-            let complete = snapshot.entries.len() < REPLAY_BATCH;
-            for entry in snapshot.entries {
+            let mut replayed = 0;
+            for entry in entries {
+                replayed += 1;
                 position.last_seen = entry.id;
                 let Some((origin, event)) = entry.field("e").and_then(|bytes| decode_event(bytes))
                 else {
@@ -471,6 +495,7 @@ impl Subscriber {
                     }
                 }
             }
+            let complete = replayed < REPLAY_BATCH;
             if complete {
                 return Ok(Delivery::Delivered);
             }

@@ -214,6 +214,8 @@ fn answers_ping(port: u16) -> bool {
 pub struct TcpProxy {
     port: u16,
     up: Arc<watch::Sender<bool>>,
+    /// How many connections are open through the proxy.
+    open: Arc<watch::Sender<usize>>,
     accept_loop: JoinHandle<()>,
 }
 
@@ -223,8 +225,9 @@ impl TcpProxy {
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let port = listener.local_addr()?.port();
         let up = Arc::new(watch::Sender::new(true));
+        let open = Arc::new(watch::Sender::new(0usize));
         let accept_loop = tokio::spawn({
-            let up = Arc::clone(&up);
+            let (up, open) = (Arc::clone(&up), Arc::clone(&open));
             async move {
                 loop {
                     let Ok((mut client, _)) = listener.accept().await else {
@@ -235,16 +238,20 @@ impl TcpProxy {
                         continue;
                     }
                     let mut state = up.subscribe();
+                    open.send_modify(|open| *open += 1);
+                    let open = Arc::clone(&open);
                     tokio::spawn(async move {
-                        let Ok(mut server) =
+                        if let Ok(mut server) =
                             tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, target)).await
-                        else {
-                            return;
-                        };
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                            _ = state.wait_for(|up| !*up) => {}
+                        {
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                                _ = state.wait_for(|up| !*up) => {}
+                            }
                         }
+                        // Both sockets are closed by now (dropped with the futures above).
+                        drop(client);
+                        open.send_modify(|open| *open -= 1);
                     });
                 }
             }
@@ -252,6 +259,7 @@ impl TcpProxy {
         Ok(Self {
             port,
             up,
+            open,
             accept_loop,
         })
     }
@@ -267,9 +275,12 @@ impl TcpProxy {
     }
 
     /// Closes every connection through the proxy and refuses new ones until
-    /// [`restore`](Self::restore).
-    pub fn cut(&self) {
+    /// [`restore`](Self::restore); returns once every connection is closed, so nothing
+    /// sent afterwards can reach a client behind the proxy.
+    pub async fn cut(&self) {
         self.up.send_replace(false);
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|open| *open == 0).await;
     }
 
     /// Lets connections through again.
