@@ -43,7 +43,12 @@ impl Instance {
                 let entry = (*entry).clone();
                 let ttl = entry.metadata.remaining_ttl(std::time::SystemTime::now());
                 self.memory
-                    .put(key, entry.response, entry.policy, PutOptions::new().with_ttl(ttl))
+                    .put(
+                        key,
+                        entry.response,
+                        entry.policy,
+                        PutOptions::new().with_ttl(ttl),
+                    )
                     .await?;
                 Ok("hit in the shared Redis (now copied to its memory tier)")
             }
@@ -56,7 +61,9 @@ impl Instance {
         self.memory.delete(key).await?;
         self.redis.delete(key).await?;
         self.bus
-            .publish(InvalidationEvent::Delete { key: key.to_owned() })
+            .publish(InvalidationEvent::Delete {
+                key: key.to_owned(),
+            })
             .await
     }
 }
@@ -85,7 +92,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut head = http::Response::new(());
     *head.headers_mut() = response.headers.clone();
     let policy = CachePolicy::new(&request, &head);
-    a.redis.put(key, response, policy, PutOptions::new()).await?;
+    a.redis
+        .put(key, response, policy, PutOptions::new())
+        .await?;
     println!("A stored {key} in Redis.");
 
     println!("B reads it: {}.", b.get(key).await?);
@@ -112,7 +121,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         BusMessage::Resync { reason } => {
             b.memory.clear().await?;
-            println!("{} was told to resync ({reason}) and flushed its memory tier.", b.name);
+            println!(
+                "{} was told to resync ({reason}) and flushed its memory tier.",
+                b.name
+            );
         }
         other => println!("{} received {other:?}", b.name),
     }

@@ -98,7 +98,15 @@ pub fn encode_parts(
         url: &response.url,
     };
     let body = &response.body[..];
-    write_envelope(&[], key, head, policy, metadata, body.len() as u64, Some(body))
+    write_envelope(
+        &[],
+        key,
+        head,
+        policy,
+        metadata,
+        body.len() as u64,
+        Some(body),
+    )
 }
 
 /// [`encode_parts`] behind `prefix`: the result is `prefix` followed by the envelope, in
@@ -118,7 +126,15 @@ pub fn encode_parts_with_prefix(
         url: &response.url,
     };
     let body = &response.body[..];
-    write_envelope(prefix, key, head, policy, metadata, body.len() as u64, Some(body))
+    write_envelope(
+        prefix,
+        key,
+        head,
+        policy,
+        metadata,
+        body.len() as u64,
+        Some(body),
+    )
 }
 
 /// Encodes a head-only envelope for a body of `body_len` bytes that the backend stores
@@ -310,8 +326,7 @@ fn write_envelope(
         + 4
         + policy_bytes.len();
     let body_bytes = body.map_or(0, <[u8]>::len);
-    let mut out =
-        Vec::with_capacity(prefix.len() + FIXED_HEADER_LEN + metadata_len + body_bytes);
+    let mut out = Vec::with_capacity(prefix.len() + FIXED_HEADER_LEN + metadata_len + body_bytes);
 
     out.extend_from_slice(prefix);
     let base = prefix.len();

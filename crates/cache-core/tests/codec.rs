@@ -98,7 +98,10 @@ fn the_layout_is_as_documented() {
 #[test]
 fn a_prefixed_encoding_is_the_prefix_then_the_same_envelope() {
     let entry = entry_of(
-        response("https://example.com/p", Bytes::from_static(b"prefixed body")),
+        response(
+            "https://example.com/p",
+            Bytes::from_static(b"prefixed body"),
+        ),
         vec!["t".to_owned()],
     );
     let plain = codec::encode("k", &entry).unwrap();

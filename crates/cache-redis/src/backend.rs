@@ -6,9 +6,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use cache_core::{
-    BackendStats, CacheEntry, CacheFuture, CacheManager, CachePolicy, CachedResponse,
-    Capabilities, Error, ErrorKind, Health, KeyPattern, PutOptions, Result, StatsCounters, codec,
-    validate_key,
+    BackendStats, CacheEntry, CacheFuture, CacheManager, CachePolicy, CachedResponse, Capabilities,
+    Error, ErrorKind, Health, KeyPattern, PutOptions, Result, StatsCounters, codec, validate_key,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Cmd, RedisResult, Script};
@@ -163,7 +162,10 @@ impl RedisCache {
 
     async fn ping(&self) -> Result<Duration> {
         let started = Instant::now();
-        let pong: String = self.inner.query(&redis::cmd("PING"), "ping the server").await?;
+        let pong: String = self
+            .inner
+            .query(&redis::cmd("PING"), "ping the server")
+            .await?;
         if pong != "PONG" {
             return Err(Error::new(
                 ErrorKind::Backend,
@@ -322,10 +324,12 @@ impl Inner {
         policy: &CachePolicy,
         options: &PutOptions,
     ) -> Result<()> {
-        let metadata =
-            self.config
-                .ttl_policy
-                .entry_metadata(policy, &response.headers, options, SystemTime::now());
+        let metadata = self.config.ttl_policy.entry_metadata(
+            policy,
+            &response.headers,
+            options,
+            SystemTime::now(),
+        );
         let redis_key = format!("{}{key}", self.entry_prefix);
         let ttl = metadata.storage_ttl();
         if ttl.is_zero() {

@@ -487,12 +487,11 @@ impl Subscriber {
                 else {
                     continue;
                 };
-                if origin != self.instance {
-                    if let Delivery::ConsumerGone =
+                if origin != self.instance
+                    && let Delivery::ConsumerGone =
                         self.outbox.send(BusMessage::Event { origin, event })
-                    {
-                        return Ok(Delivery::ConsumerGone);
-                    }
+                {
+                    return Ok(Delivery::ConsumerGone);
                 }
             }
             let complete = replayed < REPLAY_BATCH;

@@ -187,8 +187,14 @@ mod tests {
             redact_url("redis://:hunter2@127.0.0.1"),
             "redis://:***@127.0.0.1"
         );
-        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-        assert_eq!(redact_url("not a url hunter2"), "<a url that does not parse>");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redact_url("not a url hunter2"),
+            "<a url that does not parse>"
+        );
     }
 
     #[test]
@@ -196,6 +202,9 @@ mod tests {
         let config = RedisConfig::new("redis://admin:hunter2@127.0.0.1:6379");
         let debug = format!("{config:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
-        assert!(debug.contains("redis://admin:***@127.0.0.1:6379"), "{debug}");
+        assert!(
+            debug.contains("redis://admin:***@127.0.0.1:6379"),
+            "{debug}"
+        );
     }
 }

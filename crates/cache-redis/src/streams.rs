@@ -281,9 +281,8 @@ pub(crate) fn parse_entries(reply: Value) -> Result<Vec<StreamEntry>> {
             let Value::Array(parts) = item else {
                 return Err(malformed("stream entry"));
             };
-            let [id, fields]: [Value; 2] = parts
-                .try_into()
-                .map_err(|_| malformed("stream entry"))?;
+            let [id, fields]: [Value; 2] =
+                parts.try_into().map_err(|_| malformed("stream entry"))?;
             let id: StreamId = text_of(id)
                 .ok_or_else(|| malformed("stream entry id"))?
                 .parse()?;

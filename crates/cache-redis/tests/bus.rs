@@ -18,7 +18,9 @@ async fn next(subscription: &mut BusSubscription) -> BusMessage {
 }
 
 fn delete(key: &str) -> InvalidationEvent {
-    InvalidationEvent::Delete { key: key.to_owned() }
+    InvalidationEvent::Delete {
+        key: key.to_owned(),
+    }
 }
 
 fn event_from(origin: InstanceId, event: InvalidationEvent) -> BusMessage {
@@ -54,16 +56,31 @@ async fn events_reach_the_other_instance_and_not_their_origin() {
     let mut b_messages = b.subscribe().await.unwrap();
 
     a.publish(delete("GET:/users/1")).await.unwrap();
-    a.publish(InvalidationEvent::DeleteTag { tag: "users".into() }).await.unwrap();
-    assert_eq!(next(&mut b_messages).await, event_from(a.instance_id(), delete("GET:/users/1")));
+    a.publish(InvalidationEvent::DeleteTag {
+        tag: "users".into(),
+    })
+    .await
+    .unwrap();
     assert_eq!(
         next(&mut b_messages).await,
-        event_from(a.instance_id(), InvalidationEvent::DeleteTag { tag: "users".into() })
+        event_from(a.instance_id(), delete("GET:/users/1"))
+    );
+    assert_eq!(
+        next(&mut b_messages).await,
+        event_from(
+            a.instance_id(),
+            InvalidationEvent::DeleteTag {
+                tag: "users".into()
+            }
+        )
     );
 
     // A's first message is B's event: its own two were never delivered to it.
     b.publish(InvalidationEvent::Clear).await.unwrap();
-    assert_eq!(next(&mut a_messages).await, event_from(b.instance_id(), InvalidationEvent::Clear));
+    assert_eq!(
+        next(&mut a_messages).await,
+        event_from(b.instance_id(), InvalidationEvent::Clear)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,7 +95,10 @@ async fn events_published_while_a_subscriber_was_cut_off_arrive_after_it_reconne
     let b = bus(&proxy.url(), &namespace, 1_000).await;
     let mut b_messages = b.subscribe().await.unwrap();
     a.publish(delete("before")).await.unwrap();
-    assert_eq!(next(&mut b_messages).await, event_from(a.instance_id(), delete("before")));
+    assert_eq!(
+        next(&mut b_messages).await,
+        event_from(a.instance_id(), delete("before"))
+    );
 
     // B's connections drop and stay down while A publishes.
     proxy.cut().await;
@@ -90,10 +110,16 @@ async fn events_published_while_a_subscriber_was_cut_off_arrive_after_it_reconne
 
     // Each exactly once, in order: replayed from the stream, then live.
     for key in ["missed-1", "missed-2", "missed-3", "after"] {
-        assert_eq!(next(&mut b_messages).await, event_from(a.instance_id(), delete(key)));
+        assert_eq!(
+            next(&mut b_messages).await,
+            event_from(a.instance_id(), delete(key))
+        );
     }
     a.publish(delete("last")).await.unwrap();
-    assert_eq!(next(&mut b_messages).await, event_from(a.instance_id(), delete("last")));
+    assert_eq!(
+        next(&mut b_messages).await,
+        event_from(a.instance_id(), delete("last"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +134,10 @@ async fn a_subscriber_whose_position_was_trimmed_away_receives_resync() {
     let b = bus(&proxy.url(), &namespace, 10).await;
     let mut b_messages = b.subscribe().await.unwrap();
     a.publish(delete("seen")).await.unwrap();
-    assert_eq!(next(&mut b_messages).await, event_from(a.instance_id(), delete("seen")));
+    assert_eq!(
+        next(&mut b_messages).await,
+        event_from(a.instance_id(), delete("seen"))
+    );
 
     proxy.cut().await;
     // `MAXLEN ~ 10` trims whole stream nodes (100 entries each by default): 1,000 events
@@ -117,11 +146,17 @@ async fn a_subscriber_whose_position_was_trimmed_away_receives_resync() {
         a.publish(delete(&format!("lost-{index}"))).await.unwrap();
     }
     proxy.restore();
-    assert!(matches!(next(&mut b_messages).await, BusMessage::Resync { .. }));
+    assert!(matches!(
+        next(&mut b_messages).await,
+        BusMessage::Resync { .. }
+    ));
 
     // After the resync B is live again from the stream's end.
     a.publish(delete("fresh")).await.unwrap();
-    assert_eq!(next(&mut b_messages).await, event_from(a.instance_id(), delete("fresh")));
+    assert_eq!(
+        next(&mut b_messages).await,
+        event_from(a.instance_id(), delete("fresh"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,7 +170,10 @@ async fn a_server_restart_makes_subscribers_resync() {
     let b = bus(&server.url(), &namespace, 1_000).await;
     let mut b_messages = b.subscribe().await.unwrap();
     a.publish(delete("seen")).await.unwrap();
-    assert_eq!(next(&mut b_messages).await, event_from(a.instance_id(), delete("seen")));
+    assert_eq!(
+        next(&mut b_messages).await,
+        event_from(a.instance_id(), delete("seen"))
+    );
 
     // The restarted server kept nothing: whatever was published just before is lost.
     server.restart().unwrap();
@@ -181,12 +219,18 @@ async fn a_dropped_subscription_stops_its_subscriber() {
     // The subscriber connects in the background; wait for the server to list it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while subscribers(&mut plain).await != 1 {
-        assert!(tokio::time::Instant::now() < deadline, "the subscriber never subscribed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the subscriber never subscribed"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(subscription);
     while subscribers(&mut plain).await != 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the subscriber kept its connection");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the subscriber kept its connection"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -14,9 +14,9 @@ async fn redis_passes_every_conformance_case_it_supports() {
         return;
     }
     let (url, _server) = common::shared_or_own_server();
-    let cache = RedisCache::connect(common::config(&url, "conformance").with_command_timeout(
-        std::time::Duration::from_secs(5),
-    ))
+    let cache = RedisCache::connect(
+        common::config(&url, "conformance").with_command_timeout(std::time::Duration::from_secs(5)),
+    )
     .await
     .unwrap();
     let raw = common::RawRedis {

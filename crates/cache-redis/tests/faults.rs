@@ -18,7 +18,10 @@ fn hang_guard() -> Duration {
 }
 
 async fn put(cache: &RedisCache, key: &str) -> cache_core::Result<()> {
-    let response = response(&format!("https://example.com/{key}"), Bytes::from_static(b"body"));
+    let response = response(
+        &format!("https://example.com/{key}"),
+        Bytes::from_static(b"body"),
+    );
     let policy = policy(&response);
     cache
         .put(key, response, policy, PutOptions::new().with_tags(["t"]))
@@ -33,14 +36,21 @@ async fn every_operation(cache: &RedisCache) -> Vec<(&'static str, Option<ErrorK
         ($name:literal, $operation:expr) => {{
             let started = Instant::now();
             let result = $operation.await;
-            outcomes.push(($name, result.err().map(|error| error.kind()), started.elapsed()));
+            outcomes.push((
+                $name,
+                result.err().map(|error| error.kind()),
+                started.elapsed(),
+            ));
         }};
     }
     time!("get", cache.get("k1").map_ok_unit());
     time!("put", put(cache, "k2"));
     time!("delete", cache.delete("k1"));
     time!("delete_tag", cache.delete_tag("t").map_ok_unit());
-    time!("delete_pattern", cache.delete_pattern(&pattern).map_ok_unit());
+    time!(
+        "delete_pattern",
+        cache.delete_pattern(&pattern).map_ok_unit()
+    );
     time!("clear", cache.clear());
     time!("entry_count", cache.entry_count().map_ok_unit());
     time!("health", cache.health().map_ok_unit());
@@ -144,7 +154,10 @@ async fn a_cache_built_while_the_server_is_down_works_once_it_is_up() {
         .with_command_timeout(TIMEOUT)
         .with_connect_timeout(TIMEOUT);
     assert_eq!(
-        RedisCache::connect(config.clone()).await.unwrap_err().kind(),
+        RedisCache::connect(config.clone())
+            .await
+            .unwrap_err()
+            .kind(),
         ErrorKind::Unavailable
     );
     let cache = RedisCache::new(config).unwrap();

@@ -12,7 +12,10 @@ use cache_redis::{RedisCache, RedisConfig};
 use redis::AsyncCommands;
 
 async fn put_tagged(cache: &RedisCache, key: &str, tags: &[&str]) {
-    let response = response(&format!("https://example.com/{key}"), Bytes::from_static(b"body"));
+    let response = response(
+        &format!("https://example.com/{key}"),
+        Bytes::from_static(b"body"),
+    );
     let policy = policy(&response);
     cache
         .put(
@@ -38,12 +41,13 @@ async fn pattern_deletion_and_clear_stay_inside_the_namespace() {
         .await
         .unwrap();
     // A neighbour namespace whose name starts like ours, and plain keys around it.
-    let neighbour = RedisCache::connect(RedisConfig::new(&url).with_namespace(format!("{namespace}x")))
-        .await
-        .unwrap();
+    let neighbour =
+        RedisCache::connect(RedisConfig::new(&url).with_namespace(format!("{namespace}x")))
+            .await
+            .unwrap();
     let mut plain = common::plain_connection(&url).await;
     let outside = [
-        format!("{namespace}"),
+        namespace.clone(),
         format!("{namespace}:other"),
         format!("{namespace}-e:a1"),
         format!("unrelated:{namespace}:e:a1"),
@@ -107,9 +111,11 @@ async fn tag_sets_spare_rewritten_entries_shed_stale_members_and_expire() {
         return;
     }
     let (url, _server) = common::shared_or_own_server();
-    let cache = RedisCache::connect(common::config(&url, "tagsets").with_command_timeout(Duration::from_secs(5)))
-        .await
-        .unwrap();
+    let cache = RedisCache::connect(
+        common::config(&url, "tagsets").with_command_timeout(Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
     let mut plain = common::plain_connection(&url).await;
     let tag_key = cache.tag_key("hot");
 
@@ -142,18 +148,31 @@ async fn no_request_secret_reaches_redis() {
         return;
     }
     let (url, _server) = common::shared_or_own_server();
-    let cache = RedisCache::connect(common::config(&url, "secrets")).await.unwrap();
+    let cache = RedisCache::connect(common::config(&url, "secrets"))
+        .await
+        .unwrap();
     let mut plain = common::plain_connection(&url).await;
 
     let stored = response("https://example.com/me", Bytes::from_static(b"private"));
     let mut request = request_for(&stored.url);
     let headers = request.headers_mut();
-    headers.insert("authorization", "Bearer sk-live-0123456789".parse().unwrap());
-    headers.insert("proxy-authorization", "Basic cHJveHk6c2VjcmV0LXByb3h5".parse().unwrap());
+    headers.insert(
+        "authorization",
+        "Bearer sk-live-0123456789".parse().unwrap(),
+    );
+    headers.insert(
+        "proxy-authorization",
+        "Basic cHJveHk6c2VjcmV0LXByb3h5".parse().unwrap(),
+    );
     headers.insert("cookie", "session=cookie-secret-42".parse().unwrap());
     let policy = policy_for_request(&request, &stored);
     cache
-        .put("me", stored, policy, PutOptions::new().with_tags(["user:1"]))
+        .put(
+            "me",
+            stored,
+            policy,
+            PutOptions::new().with_tags(["user:1"]),
+        )
         .await
         .unwrap();
     assert!(cache.get("me").await.unwrap().is_some());
@@ -172,7 +191,11 @@ async fn no_request_secret_reaches_redis() {
     assert_eq!(keys.len(), 2, "{keys:?}");
     let mut stored_bytes = Vec::new();
     for key in &keys {
-        let kind: String = redis::cmd("TYPE").arg(key).query_async(&mut plain).await.unwrap();
+        let kind: String = redis::cmd("TYPE")
+            .arg(key)
+            .query_async(&mut plain)
+            .await
+            .unwrap();
         match kind.as_str() {
             "string" => stored_bytes.extend(plain.get::<_, Vec<u8>>(key).await.unwrap()),
             "set" => {
@@ -183,9 +206,15 @@ async fn no_request_secret_reaches_redis() {
             other => panic!("unexpected {other} at {key}"),
         }
     }
-    for secret in ["sk-live-0123456789", "cHJveHk6c2VjcmV0LXByb3h5", "cookie-secret-42"] {
+    for secret in [
+        "sk-live-0123456789",
+        "cHJveHk6c2VjcmV0LXByb3h5",
+        "cookie-secret-42",
+    ] {
         assert!(
-            !stored_bytes.windows(secret.len()).any(|window| window == secret.as_bytes()),
+            !stored_bytes
+                .windows(secret.len())
+                .any(|window| window == secret.as_bytes()),
             "{secret} was stored"
         );
     }
@@ -199,7 +228,9 @@ async fn passwords_stay_out_of_debug_output_and_errors() {
     }
     let mut server = RedisServer::start_with_args(&["--requirepass", "pw-hunter2"]).unwrap();
     let url = format!("redis://:pw-hunter2@127.0.0.1:{}", server.port());
-    let cache = RedisCache::connect(common::config(&url, "password")).await.unwrap();
+    let cache = RedisCache::connect(common::config(&url, "password"))
+        .await
+        .unwrap();
     put_tagged(&cache, "k", &[]).await;
     assert!(cache.get("k").await.unwrap().is_some());
     assert!(!format!("{cache:?}").contains("pw-hunter2"));
@@ -230,7 +261,9 @@ async fn health_pings_and_stats_count_exactly() {
         return;
     }
     let (url, _server) = common::shared_or_own_server();
-    let cache = RedisCache::connect(common::config(&url, "health")).await.unwrap();
+    let cache = RedisCache::connect(common::config(&url, "health"))
+        .await
+        .unwrap();
     let health = cache.health().await.unwrap();
     assert!(health.latency < Duration::from_secs(1));
     put_tagged(&cache, "a", &[]).await;
@@ -238,5 +271,8 @@ async fn health_pings_and_stats_count_exactly() {
     assert!(cache.get("b").await.unwrap().is_none());
     cache.delete("a").await.unwrap();
     let stats = cache.stats().unwrap();
-    assert_eq!((stats.hits, stats.misses, stats.puts, stats.deletes), (1, 1, 1, 1));
+    assert_eq!(
+        (stats.hits, stats.misses, stats.puts, stats.deletes),
+        (1, 1, 1, 1)
+    );
 }

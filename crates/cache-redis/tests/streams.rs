@@ -22,7 +22,10 @@ async fn publish_and_read_the_latest_in_order() {
     let (url, _server) = common::shared_or_own_server();
     let cache = cache(&url, "streams").await;
     let stream = cache.stream("audit");
-    assert_eq!(stream.key(), format!("{}:s:audit", cache.config().namespace()));
+    assert_eq!(
+        stream.key(),
+        format!("{}:s:audit", cache.config().namespace())
+    );
     assert!(stream.latest(5).await.unwrap().is_empty());
 
     let mut ids = Vec::new();
@@ -36,7 +39,10 @@ async fn publish_and_read_the_latest_in_order() {
     }
     assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
     let latest = stream.latest(2).await.unwrap();
-    assert_eq!(latest.iter().map(|entry| entry.id).collect::<Vec<_>>(), ids[3..]);
+    assert_eq!(
+        latest.iter().map(|entry| entry.id).collect::<Vec<_>>(),
+        ids[3..]
+    );
     assert_eq!(latest[1].field("n").unwrap().as_ref(), [4]);
     assert_eq!(latest[1].field("kind").unwrap().as_ref(), b"purge");
     assert_eq!(latest[1].fields.len(), 2);
@@ -47,9 +53,18 @@ async fn publish_and_read_the_latest_in_order() {
         .read_after(ids[1], 10, Duration::from_secs(5))
         .await
         .unwrap();
-    assert_eq!(after.iter().map(|entry| entry.id).collect::<Vec<_>>(), ids[2..]);
-    let all = stream.read_after(StreamId::ZERO, 3, Duration::ZERO).await.unwrap();
-    assert_eq!(all.iter().map(|entry| entry.id).collect::<Vec<_>>(), ids[..3]);
+    assert_eq!(
+        after.iter().map(|entry| entry.id).collect::<Vec<_>>(),
+        ids[2..]
+    );
+    let all = stream
+        .read_after(StreamId::ZERO, 3, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|entry| entry.id).collect::<Vec<_>>(),
+        ids[..3]
+    );
 
     let empty: [(&str, &[u8]); 0] = [];
     assert_eq!(
@@ -76,7 +91,10 @@ async fn a_blocking_read_waits_for_the_next_entry_without_stalling_the_cache() {
     for _ in 0..10 {
         assert!(cache.get("nothing").await.unwrap().is_none());
     }
-    assert!(!reader.is_finished(), "the read returned before anything was published");
+    assert!(
+        !reader.is_finished(),
+        "the read returned before anything was published"
+    );
     let second = stream.publish([("n", &b"2"[..])]).await.unwrap();
     let read = reader.await.unwrap().unwrap();
     assert_eq!(read.len(), 1);
@@ -100,7 +118,10 @@ async fn the_stream_is_capped() {
     let cache = cache(&url, "capped").await;
     let stream = cache.stream("capped").with_max_len(50);
     for index in 0..1_000u32 {
-        stream.publish([("n", &index.to_le_bytes()[..])]).await.unwrap();
+        stream
+            .publish([("n", &index.to_le_bytes()[..])])
+            .await
+            .unwrap();
     }
     // Approximate trimming drops whole internal nodes (100 entries by default), so the
     // stream keeps between the cap and the cap plus one node.

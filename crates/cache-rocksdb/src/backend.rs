@@ -436,24 +436,27 @@ impl Inner {
             self.remove(key.as_bytes(), None)?;
             return Ok(());
         }
-        let envelope = codec::encode_parts(key, response, policy, &metadata)?;
-        if (key.len() + SEQUENCE_LEN + envelope.len()) as u64 > self.capacity_bytes {
+        let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
+        // The stored value is the sequence then the envelope, encoded in one buffer.
+        let value = codec::encode_parts_with_prefix(
+            &sequence.to_be_bytes(),
+            key,
+            response,
+            policy,
+            &metadata,
+        )?;
+        if (key.len() + value.len()) as u64 > self.capacity_bytes {
             return Err(Error::new(
                 ErrorKind::TooLarge,
                 NAME,
                 format!(
                     "the entry takes {} bytes, more than the whole capacity of {}",
-                    envelope.len(),
+                    value.len() - SEQUENCE_LEN,
                     self.capacity_bytes
                 ),
             )
             .with_key(key));
         }
-        let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
-        let mut value = Vec::with_capacity(SEQUENCE_LEN + envelope.len());
-        value.extend_from_slice(&sequence.to_be_bytes());
-        value.extend_from_slice(&envelope);
-        drop(envelope);
 
         let key_guard = self.key_lock(key.as_bytes());
         let old = self

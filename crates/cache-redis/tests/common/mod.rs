@@ -1,6 +1,9 @@
 //! Helpers the Redis test files share.
 
-#![allow(dead_code, reason = "each test file uses a different part of the helpers")]
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of the helpers"
+)]
 
 use std::time::Duration;
 

@@ -1,0 +1,39 @@
+//! The codec on the 16 KiB response: what a byte-storing backend pays per hit and per put
+//! on top of its storage, and the parts of it.
+
+use std::hint::black_box;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use cache_bench::response;
+use cache_core::{EntryMetadata, codec};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn codec_benches(c: &mut Criterion) {
+    let (cached, policy) = response();
+    let key = "GET:https://bench.example/item/0";
+    let metadata = EntryMetadata::new(SystemTime::now(), Duration::from_secs(3600), vec![]);
+    let encoded = Bytes::from(codec::encode_parts(key, &cached, &policy, &metadata).unwrap());
+    let policy_bytes = codec::encode_policy(&policy).unwrap();
+
+    let mut group = c.benchmark_group("codec");
+    group.bench_function("decode_for_key (whole entry)", |b| {
+        b.iter(|| black_box(codec::decode_for_key(encoded.clone(), key).unwrap()));
+    });
+    group.bench_function("decode_policy (part)", |b| {
+        b.iter(|| black_box(codec::decode_policy(&policy_bytes).unwrap()));
+    });
+    group.bench_function("xxh3 of the envelope (part)", |b| {
+        b.iter(|| black_box(xxhash_rust::xxh3::xxh3_64(&encoded[16..])));
+    });
+    group.bench_function("encode_parts (whole entry)", |b| {
+        b.iter(|| black_box(codec::encode_parts(key, &cached, &policy, &metadata).unwrap()));
+    });
+    group.bench_function("encode_policy (part)", |b| {
+        b.iter(|| black_box(codec::encode_policy(&policy).unwrap()));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, codec_benches);
+criterion_main!(benches);
