@@ -178,18 +178,34 @@ impl RedisCache {
 }
 
 fn open_client(config: &RedisConfig) -> Result<Client> {
-    Client::open(config.url.as_str()).map_err(|error| {
-        // The parse error may quote the URL, password included: it is not kept as source.
-        Error::new(
-            ErrorKind::Config,
-            NAME,
-            format!(
-                "{} is not a usable redis url ({:?})",
-                redact_url(&config.url),
-                error.kind()
-            ),
-        )
-    })
+    #[cfg(feature = "tls")]
+    {
+        // rustls needs a process-wide crypto provider; this crate builds it with ring.
+        // Installing fails harmlessly when the application installed one already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if let Some(root) = &config.tls_root_certificate {
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root.clone()),
+            };
+            return Client::build_with_tls(config.url.as_str(), certificates)
+                .map_err(|error| client_config_error(config, &error));
+        }
+    }
+    Client::open(config.url.as_str()).map_err(|error| client_config_error(config, &error))
+}
+
+/// The parse error may quote the URL, password included: it is not kept as the source.
+fn client_config_error(config: &RedisConfig, error: &redis::RedisError) -> Error {
+    Error::new(
+        ErrorKind::Config,
+        NAME,
+        format!(
+            "{} is not a usable redis url ({:?})",
+            redact_url(&config.url),
+            error.kind()
+        ),
+    )
 }
 
 impl Inner {

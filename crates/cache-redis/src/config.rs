@@ -33,6 +33,8 @@ pub struct RedisConfig {
     pub(crate) bus_stream_max_len: u64,
     pub(crate) bus_ping_interval: Duration,
     pub(crate) reconnect_max_delay: Duration,
+    #[cfg(feature = "tls")]
+    pub(crate) tls_root_certificate: Option<Vec<u8>>,
 }
 
 impl RedisConfig {
@@ -49,6 +51,8 @@ impl RedisConfig {
             bus_stream_max_len: 10_000,
             bus_ping_interval: Duration::from_secs(5),
             reconnect_max_delay: Duration::from_secs(2),
+            #[cfg(feature = "tls")]
+            tls_root_certificate: None,
         }
     }
 
@@ -113,6 +117,14 @@ impl RedisConfig {
     /// at 50 ms and doubles). Default: 2 s.
     pub fn with_reconnect_max_delay(mut self, delay: Duration) -> Self {
         self.reconnect_max_delay = delay;
+        self
+    }
+
+    /// Trusts this PEM root certificate (a private CA) for `rediss://` instead of the
+    /// system's roots. Default: the system's roots.
+    #[cfg(feature = "tls")]
+    pub fn with_tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_certificate = Some(pem.into());
         self
     }
 

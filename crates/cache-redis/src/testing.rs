@@ -52,6 +52,8 @@ pub fn free_port() -> io::Result<u16> {
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    /// Serves TLS only (`--tls-port`), with these arguments.
+    tls: bool,
     extra_args: Vec<String>,
     child: Option<Child>,
     paused: bool,
@@ -68,7 +70,36 @@ impl RedisServer {
     pub fn start_with_args(extra_args: &[&str]) -> io::Result<Self> {
         let mut server = Self {
             port: free_port()?,
+            tls: false,
             extra_args: extra_args.iter().map(|&arg| arg.to_owned()).collect(),
+            child: None,
+            paused: false,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// Starts a server that speaks TLS only, with the PEM files of its certificate, its
+    /// key and the CA that signed it; clients need no certificate of their own.
+    pub fn start_tls(
+        certificate: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> io::Result<Self> {
+        let path = |path: &std::path::Path| path.display().to_string();
+        let mut server = Self {
+            port: free_port()?,
+            tls: true,
+            extra_args: vec![
+                "--tls-cert-file".to_owned(),
+                path(certificate),
+                "--tls-key-file".to_owned(),
+                path(key),
+                "--tls-ca-cert-file".to_owned(),
+                path(ca),
+                "--tls-auth-clients".to_owned(),
+                "no".to_owned(),
+            ],
             child: None,
             paused: false,
         };
@@ -81,9 +112,10 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:{port}`.
+    /// `redis://127.0.0.1:{port}`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The server's process id, while it runs.
@@ -148,8 +180,14 @@ impl RedisServer {
 
     fn spawn(&mut self) -> io::Result<()> {
         let port = self.port.to_string();
+        let listen = if self.tls {
+            vec!["--port", "0", "--tls-port", &port]
+        } else {
+            vec!["--port", &port]
+        };
         let mut child = Command::new("redis-server")
-            .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+            .args(listen)
+            .args(["--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "no", "--protected-mode", "yes"])
             .args(&self.extra_args)
             .stdin(Stdio::null())
@@ -169,7 +207,12 @@ impl RedisServer {
                     "redis-server on port {port} exited at start ({status})"
                 )));
             }
-            if answers_ping(self.port) {
+            let ready = if self.tls {
+                TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok()
+            } else {
+                answers_ping(self.port)
+            };
+            if ready {
                 self.child = Some(child);
                 self.paused = false;
                 return Ok(());
