@@ -1,0 +1,58 @@
+//! An N-tier HTTP response cache over any [`CacheManager`](cache_core::CacheManager)s:
+//! memory over disk, memory over Redis, or deeper.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use cache_core::{CachePolicy, CachedResponse};
+//! use cache_memory::MemoryCache;
+//! use cache_tiered::{Fetched, Tier, TieredCache};
+//!
+//! let stack = TieredCache::builder()
+//!     .tier(Tier::new(Arc::new(MemoryCache::builder().with_capacity_bytes(16 << 20).build())))
+//!     .tier(Tier::new(Arc::new(MemoryCache::builder().with_capacity_bytes(64 << 20).build())))
+//!     .build()
+//!     .await?;
+//!
+//! // Many concurrent callers of one missing key make one fetch.
+//! let entry = stack
+//!     .get_or_fetch("GET:https://example.com/", || async {
+//!         let url = url::Url::parse("https://example.com/")?;
+//!         let response = CachedResponse::new(url.clone(), http::StatusCode::OK).with_body("hi");
+//!         let request = http::Request::get(url.as_str()).body(())?;
+//!         let policy = CachePolicy::new(&request, &http::Response::new(()));
+//!         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Fetched::new(response, policy))
+//!     })
+//!     .await?;
+//! assert_eq!(entry.response.body, "hi");
+//! assert_eq!(stack.stats().fetches, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - **get** walks the tiers, fastest first. A hit in a slower tier is promoted into the
+//!   faster tiers that accept promotions (per [`Promotion`]: always, after N hits, or
+//!   above a hit rate), with a TTL that never outlives the entry's remaining life in the
+//!   tier it came from.
+//! - **put** writes every tier at once, each with the storage TTL times its
+//!   [`Tier::with_ttl_scale`]; a tier whose [`Tier::with_max_entry_bytes`] is too small
+//!   drops the key instead of keeping an older version. A failing tier does not keep the
+//!   others from being written. A hit reports the metadata of the copy that answered, so
+//!   with a scale other than 1 its expiry is that tier's.
+//! - **Failures**: a tier in [`FailureMode::Degrade`] (the default) is counted and
+//!   skipped; in [`FailureMode::Fail`] its error fails the operation.
+//! - **Invalidation**: `delete`, `delete_tag`, `delete_pattern` and `clear` reach every
+//!   tier and are published on the bus given to [`TieredBuilder::with_bus`]; events from
+//!   other instances are applied to the local tiers only (not to [`Tier::shared`] ones),
+//!   and `Resync` clears the local tiers.
+//! - **Coalescing**: [`TieredCache::get_or_fetch`].
+//! - **Statistics**: [`TieredCache::stats`], exact, per tier and overall.
+
+mod promotion;
+mod stack;
+mod tier;
+
+pub use promotion::Promotion;
+pub use stack::{FetchError, Fetched, TieredBuilder, TieredCache, TieredStats};
+pub use tier::{FailureMode, Tier, TierStats};
