@@ -20,6 +20,11 @@ use crate::tier::{FailureMode, Tier, TierCounters, TierStats, bump};
 
 const NAME: &str = "tiered";
 
+/// Taken off a promoted entry's remaining life: the target tier reads its own clock a
+/// moment after the remaining life was computed, and the copy must not outlive the
+/// source's entry by that moment.
+const PROMOTION_CLOCK_MARGIN: Duration = Duration::from_millis(5);
+
 /// A response fetched from the origin by [`TieredCache::get_or_fetch`], to be stored.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -453,7 +458,10 @@ impl StackInner {
     /// Copies `entry`, found in tier `source`, into the faster tiers that accept it, for
     /// no longer than it has left in `source`.
     async fn promote(&self, key: &str, entry: &CacheEntry, source: usize, now: SystemTime) {
-        let remaining = entry.metadata.remaining_ttl(now);
+        let remaining = entry
+            .metadata
+            .remaining_ttl(now)
+            .saturating_sub(PROMOTION_CLOCK_MARGIN);
         if remaining.is_zero() {
             return;
         }
@@ -494,8 +502,8 @@ impl StackInner {
             self.ttl_policy
                 .storage_ttl(&policy, &response.headers, SystemTime::now())
         });
-        let size = response.approximate_size()
-            + options.tags().iter().map(String::len).sum::<usize>();
+        let size =
+            response.approximate_size() + options.tags().iter().map(String::len).sum::<usize>();
         let writes = self.tiers.iter().map(|state| {
             let admitted = state.tier.admits(size);
             let options = options
@@ -551,7 +559,10 @@ impl StackInner {
                 let run = operation(state.tier.manager.as_ref());
                 async move { self.settle(state, run.await) }
             });
-        let counts = join_all(runs).await.into_iter().collect::<Result<Vec<u64>>>()?;
+        let counts = join_all(runs)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<u64>>>()?;
         Ok(counts.into_iter().max().unwrap_or(0))
     }
 
@@ -606,17 +617,20 @@ impl StackInner {
                     InvalidationEvent::DeleteTag { tag } => {
                         self.on_tiers(true, |tier| tier.delete_tag(tag)).await
                     }
-                    InvalidationEvent::DeletePattern { pattern } => match KeyPattern::new(pattern)
-                    {
-                        Ok(pattern) => {
-                            let pattern = &pattern;
-                            self.on_tiers(true, |tier| {
-                                CacheFuture::new(async move { tier.delete_pattern(pattern).await })
-                            })
-                            .await
+                    InvalidationEvent::DeletePattern { pattern } => {
+                        match KeyPattern::new(pattern) {
+                            Ok(pattern) => {
+                                let pattern = &pattern;
+                                self.on_tiers(true, |tier| {
+                                    CacheFuture::new(
+                                        async move { tier.delete_pattern(pattern).await },
+                                    )
+                                })
+                                .await
+                            }
+                            Err(error) => Err(error),
                         }
-                        Err(error) => Err(error),
-                    },
+                    }
                     InvalidationEvent::Clear => {
                         self.on_tiers(true, |tier| {
                             CacheFuture::new(async move { tier.clear().await.map(|()| 0) })
@@ -724,7 +738,10 @@ impl CacheManager for TieredCache {
             return CacheFuture::ready(Err(Error::unsupported(NAME, "delete_tag")));
         }
         CacheFuture::new(async move {
-            let removed = self.inner.on_tiers(false, |tier| tier.delete_tag(tag)).await;
+            let removed = self
+                .inner
+                .on_tiers(false, |tier| tier.delete_tag(tag))
+                .await;
             self.inner
                 .publish(InvalidationEvent::DeleteTag {
                     tag: tag.to_owned(),

@@ -8,7 +8,11 @@ use cache_memory::MemoryCache;
 use cache_tiered::{Tier, TieredCache};
 
 fn memory() -> Arc<MemoryCache> {
-    Arc::new(MemoryCache::builder().with_capacity_bytes(256 << 20).build())
+    Arc::new(
+        MemoryCache::builder()
+            .with_capacity_bytes(256 << 20)
+            .build(),
+    )
 }
 
 /// What the stack does not do (it stores no bytes itself: corruption and credentials are
