@@ -46,13 +46,16 @@
 //!   tier and are published on the bus given to [`TieredBuilder::with_bus`]; events from
 //!   other instances are applied to the local tiers only (not to [`Tier::shared`] ones),
 //!   and `Resync` clears the local tiers.
-//! - **Coalescing**: [`TieredCache::get_or_fetch`].
+//! - **Coalescing**: [`TieredCache::get_or_fetch`]; typed values (any serde type, stored
+//!   as JSON) with [`TieredCache::get_or_compute_typed`] and [`TtlPreset`]s.
 //! - **Statistics**: [`TieredCache::stats`], exact, per tier and overall.
 
 mod promotion;
 mod stack;
 mod tier;
+mod typed;
 
 pub use promotion::Promotion;
 pub use stack::{FetchError, Fetched, TieredBuilder, TieredCache, TieredStats};
 pub use tier::{FailureMode, Tier, TierStats};
+pub use typed::TtlPreset;

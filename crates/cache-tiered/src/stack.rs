@@ -360,6 +360,21 @@ impl TieredCache {
         if let Some(entry) = self.inner.lookup(key, true).await? {
             return Ok(entry);
         }
+        self.join_or_start_fetch(key, fetch).await
+    }
+
+    /// Waits for the fetch in flight for `key`, or starts one (which looks in the tiers
+    /// once more before fetching).
+    pub(crate) async fn join_or_start_fetch<F, Fut, E>(
+        &self,
+        key: &str,
+        fetch: F,
+    ) -> std::result::Result<Arc<CacheEntry>, FetchError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Fetched, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
         let shared = {
             let mut in_flight = lock(&self.inner.in_flight);
             if let Some(shared) = in_flight.get(key) {
