@@ -127,13 +127,12 @@ impl TieredCache {
     {
         cache_core::validate_key("tiered", key)?;
         let ttl = ttl.duration();
-        match CacheManager::get(self, key).await? {
-            Some(entry) => match decode(&entry) {
+        if let Some(entry) = CacheManager::get(self, key).await? {
+            match decode(&entry) {
                 Some(value) => return Ok(value),
                 // Another type, or a shape this type no longer has: replaced below.
                 None => CacheManager::delete(self, key).await?,
-            },
-            None => {}
+            }
         }
         let fetch = move || async move {
             let value = compute().await.map_err(Into::into)?;
