@@ -1,87 +1,72 @@
-//! Two instances of a service share one Redis; each keeps a local memory tier in front of
-//! it. A delete on instance A reaches instance B's memory tier through the invalidation
-//! bus. Needs a Redis: `REDIS_URL` or redis://127.0.0.1:6379.
+//! Two instances of a service, each a stack of its own memory tier over one shared Redis.
+//! A delete on instance A reaches instance B's memory tier through the invalidation bus.
+//! Needs a Redis: `REDIS_URL` or redis://127.0.0.1:6379.
 //!
 //! `cargo run --example redis_shared`
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use cache_core::{
-    BusMessage, CacheManager, CachePolicy, CachedResponse, InvalidationBus, InvalidationEvent,
-    PutOptions,
-};
+use cache_core::{CacheManager, CachePolicy, CachedResponse, PutOptions};
 use cache_memory::MemoryCache;
-use cache_redis::{RedisBus, RedisCache, RedisConfig};
+use cache_redis::{RedisCache, RedisConfig};
+use cache_tiered::{Tier, TieredCache, TieredStats};
 use http::{HeaderValue, StatusCode};
 
-/// One process's view: its own memory tier, the shared Redis, and its bus.
+/// One instance: its memory tier, and a stack of it over the shared Redis.
 struct Instance {
-    name: &'static str,
-    memory: MemoryCache,
-    redis: RedisCache,
-    bus: RedisBus,
+    memory: Arc<MemoryCache>,
+    stack: TieredCache,
 }
 
-impl Instance {
-    async fn start(name: &'static str, namespace: &str) -> cache_core::Result<Self> {
-        let redis = RedisCache::connect(RedisConfig::from_env().with_namespace(namespace)).await?;
-        Ok(Self {
-            name,
-            memory: MemoryCache::builder().with_capacity_bytes(16 << 20).build(),
-            bus: redis.bus(),
-            redis,
-        })
-    }
+async fn instance(namespace: &str) -> Result<Instance, Box<dyn std::error::Error>> {
+    let redis = RedisCache::connect(RedisConfig::from_env().with_namespace(namespace))
+        .await
+        .map_err(|error| {
+            format!("cannot reach Redis (set REDIS_URL or start redis-server): {error}")
+        })?;
+    let memory = Arc::new(MemoryCache::builder().with_capacity_bytes(16 << 20).build());
+    let stack = TieredCache::builder()
+        .tier(Tier::new(memory.clone()).with_ttl_scale(0.2))
+        // Shared: invalidations from the bus are not applied to it (the publisher did).
+        .tier(Tier::new(Arc::new(redis.clone())).shared())
+        .with_bus(Arc::new(redis.bus()))
+        .build()
+        .await?;
+    Ok(Instance { memory, stack })
+}
 
-    /// Memory first, then Redis (copying a Redis hit into memory).
-    async fn get(&self, key: &str) -> cache_core::Result<&'static str> {
-        if self.memory.get(key).await?.is_some() {
-            return Ok("hit in its memory tier");
-        }
-        match self.redis.get(key).await? {
-            Some(entry) => {
-                let entry = (*entry).clone();
-                let ttl = entry.metadata.remaining_ttl(std::time::SystemTime::now());
-                self.memory
-                    .put(
-                        key,
-                        entry.response,
-                        entry.policy,
-                        PutOptions::new().with_ttl(ttl),
-                    )
-                    .await?;
-                Ok("hit in the shared Redis (now copied to its memory tier)")
-            }
-            None => Ok("miss everywhere"),
-        }
-    }
+fn answered_by(before: &TieredStats, after: &TieredStats) -> &'static str {
+    before
+        .tiers
+        .iter()
+        .zip(&after.tiers)
+        .find(|(before, after)| after.hits > before.hits)
+        .map_or("nobody: a miss", |(_, after)| after.name)
+}
 
-    /// Deletes everywhere it can reach and tells the other instances.
-    async fn delete(&self, key: &str) -> cache_core::Result<()> {
-        self.memory.delete(key).await?;
-        self.redis.delete(key).await?;
-        self.bus
-            .publish(InvalidationEvent::Delete {
-                key: key.to_owned(),
-            })
-            .await
-    }
+async fn read(
+    name: &str,
+    instance: &Instance,
+    key: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let before = instance.stack.stats();
+    instance.stack.get(key).await?;
+    println!(
+        "{name} reads {key}: answered by {}.",
+        answered_by(&before, &instance.stack.stats())
+    );
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A fixed namespace: running the example again reuses its keys.
     let namespace = "example-shared";
-    let a = Instance::start("A", namespace).await.map_err(|error| {
-        format!("cannot reach Redis (set REDIS_URL or start redis-server): {error}")
-    })?;
-    let b = Instance::start("B", namespace).await?;
-    println!("Instances A and B share Redis namespace {namespace:?}.");
+    let a = instance(namespace).await?;
+    let b = instance(namespace).await?;
+    println!("Instances A and B: memory over the Redis namespace {namespace:?}, one bus.\n");
 
-    // B listens for invalidations from the other instances.
-    let mut b_invalidations = b.bus.subscribe().await?;
-
-    // A caches a response in Redis.
     let key = "GET:https://example.com/profile/42";
     let url = url::Url::parse("https://example.com/profile/42")?;
     let mut response = CachedResponse::new(url.clone(), StatusCode::OK).with_body("profile 42");
@@ -92,44 +77,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut head = http::Response::new(());
     *head.headers_mut() = response.headers.clone();
     let policy = CachePolicy::new(&request, &head);
-    a.redis
+    a.stack
         .put(key, response, policy, PutOptions::new())
         .await?;
-    println!("A stored {key} in Redis.");
+    println!("A stores {key} (its memory and Redis).");
 
-    println!("B reads it: {}.", b.get(key).await?);
-    println!("B reads it again: {}.", b.get(key).await?);
+    read("B", &b, key).await?;
+    read("B", &b, key).await?;
 
-    // A deletes it: from its tiers, from Redis, and on the bus.
-    a.delete(key).await?;
-    println!("A deleted it and published the deletion.");
-
-    // B applies what the bus delivers to its local tier only.
-    let message = tokio::time::timeout(Duration::from_secs(5), b_invalidations.recv())
-        .await?
-        .ok_or("the bus closed")?;
-    match message {
-        BusMessage::Event {
-            origin,
-            event: InvalidationEvent::Delete { key: deleted },
-        } => {
-            b.memory.delete(&deleted).await?;
-            println!(
-                "{} received the deletion of {deleted} from instance {origin} and dropped it from its memory tier.",
-                b.name
-            );
-        }
-        BusMessage::Resync { reason } => {
-            b.memory.clear().await?;
-            println!(
-                "{} was told to resync ({reason}) and flushed its memory tier.",
-                b.name
-            );
-        }
-        other => println!("{} received {other:?}", b.name),
+    a.stack.delete(key).await?;
+    println!("A deletes it: from its memory, from Redis, and on the bus.");
+    // B's stack applies bus events in the background; wait until it has.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while b.stack.stats().bus_events_applied == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    println!("B reads it once more: {}.", b.get(key).await?);
+    println!(
+        "B applied {} invalidation from the bus; its memory tier {} the entry.",
+        b.stack.stats().bus_events_applied,
+        if b.memory.get_entry(key)?.is_some() {
+            "still has"
+        } else {
+            "no longer has"
+        }
+    );
+    read("B", &b, key).await?;
+    println!(
+        "A applied {} of its own events (it skips them).",
+        a.stack.stats().bus_events_applied
+    );
 
-    a.redis.clear().await?;
+    a.stack.clear().await?;
     Ok(())
 }
