@@ -1,9 +1,9 @@
-//! Memory get-hit, for instruction counting under callgrind, which repeats exactly where
+//! Memory get-hit (and the tiered stack's L1 hit), for instruction counting under callgrind, which repeats exactly where
 //! timings on a shared 2-core machine do not.
 //!
 //! ```sh
 //! cargo build --release -p cache-bench --example get_hit_instructions
-//! for mode in setup-only cache-memory raw-moka; do
+//! for mode in setup-only cache-memory cache-tiered raw-moka; do
 //!   valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.$mode \
 //!     target/release/examples/get_hit_instructions $mode 100000
 //! done
@@ -18,6 +18,7 @@ use std::time::Duration;
 use cache_bench::{KEY_COUNT, keys, response};
 use cache_core::{CacheManager, PutOptions};
 use cache_memory::MemoryCache;
+use cache_tiered::{Tier, TieredCache};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -33,6 +34,19 @@ fn main() {
     let raw_moka: moka::sync::Cache<String, Arc<Vec<u8>>> =
         moka::sync::Cache::new(KEY_COUNT as u64 * 2);
     let raw_value = Arc::new(cached.body.to_vec());
+    // Every mode builds everything, so `setup-only` subtracts the same setup.
+    let stack = runtime
+        .block_on(
+            TieredCache::builder()
+                .tier(Tier::new(Arc::new(
+                    MemoryCache::builder().with_capacity_bytes(1 << 30).build(),
+                )))
+                .tier(Tier::new(Arc::new(
+                    MemoryCache::builder().with_capacity_bytes(1 << 30).build(),
+                )))
+                .build(),
+        )
+        .expect("stack");
     runtime.block_on(async {
         for key in &keys {
             let options = PutOptions::new().with_ttl(Duration::from_secs(3600));
@@ -41,17 +55,26 @@ fn main() {
                 .await
                 .expect("put");
             raw_moka.insert(key.clone(), Arc::clone(&raw_value));
+            let options = PutOptions::new().with_ttl(Duration::from_secs(3600));
+            stack
+                .put(key, cached.clone(), policy.clone(), options)
+                .await
+                .expect("put");
         }
     });
     memory.run_pending_tasks();
     raw_moka.run_pending_tasks();
     let manager: Arc<dyn CacheManager> = Arc::new(memory);
+    let stack: Arc<dyn CacheManager> = Arc::new(stack);
     runtime.block_on(async {
         for n in 0..gets {
             let key = &keys[n % KEY_COUNT];
             match mode.as_str() {
                 "cache-memory" => {
                     black_box(manager.get(key).await.expect("get").expect("a hit"));
+                }
+                "cache-tiered" => {
+                    black_box(stack.get(key).await.expect("get").expect("a hit"));
                 }
                 "raw-moka" => {
                     black_box(raw_moka.get(key.as_str()).expect("a hit"));

@@ -52,6 +52,23 @@ impl<'a, T> CacheFuture<'a, T> {
             state: State::Boxed(Box::pin(future)),
         }
     }
+
+    /// The value, when the future was created [`ready`](Self::ready) (its work is done);
+    /// otherwise the future itself, untouched. Lets a wrapper (a tiered stack) answer from
+    /// a ready inner result without boxing a future of its own.
+    ///
+    /// ```
+    /// use cache_core::CacheFuture;
+    ///
+    /// assert_eq!(CacheFuture::ready(7).into_ready().ok(), Some(7));
+    /// assert!(CacheFuture::new(async { 7 }).into_ready().is_err());
+    /// ```
+    pub fn into_ready(self) -> Result<T, Self> {
+        match self.state {
+            State::Ready(Some(value)) => Ok(value),
+            state => Err(Self { state }),
+        }
+    }
 }
 
 impl<T: Send + 'static> CacheFuture<'static, crate::Result<T>> {

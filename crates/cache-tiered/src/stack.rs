@@ -430,44 +430,72 @@ impl TieredCache {
 impl StackInner {
     /// Walks the tiers for `key`, promoting a hit from a slower tier.
     async fn lookup(&self, key: &str, count: bool) -> Result<Option<Arc<CacheEntry>>> {
-        for (index, state) in self.tiers.iter().enumerate() {
-            match state.tier.manager.get(key).await {
-                Ok(Some(entry)) => {
-                    let now = SystemTime::now();
-                    if entry.metadata.is_expired_at(now) {
-                        // A backend must not return it; if one does, it is a miss here.
-                        if count {
-                            bump(&state.counters.misses);
-                        }
-                        continue;
-                    }
-                    if count {
-                        bump(&state.counters.hits);
-                        bump(&self.counters.hits);
-                    }
-                    if index > 0 && self.promotion.hit_says_promote(key) {
-                        self.promote(key, &entry, index, now).await;
-                    }
-                    return Ok(Some(entry));
+        let first = self.tiers[0].tier.manager.get(key).await;
+        self.lookup_after_first(key, count, first).await
+    }
+
+    /// [`lookup`](Self::lookup) once the fastest tier has answered `first`.
+    async fn lookup_after_first(
+        &self,
+        key: &str,
+        count: bool,
+        first: Result<Option<Arc<CacheEntry>>>,
+    ) -> Result<Option<Arc<CacheEntry>>> {
+        if let Some(entry) = self.answered(0, first, count)? {
+            return Ok(Some(entry));
+        }
+        self.lookup_below_first(key, count).await
+    }
+
+    /// The rest of a lookup once the fastest tier missed (and was counted).
+    async fn lookup_below_first(&self, key: &str, count: bool) -> Result<Option<Arc<CacheEntry>>> {
+        for (index, state) in self.tiers.iter().enumerate().skip(1) {
+            let result = state.tier.manager.get(key).await;
+            if let Some(entry) = self.answered(index, result, count)? {
+                if self.promotion.hit_says_promote(key) {
+                    self.promote(key, &entry, index, SystemTime::now()).await;
                 }
-                Ok(None) => {
-                    if count {
-                        bump(&state.counters.misses);
-                    }
-                }
-                Err(error) => {
-                    bump(&state.counters.errors);
-                    bump(&self.counters.errors);
-                    if state.tier.failure_mode == FailureMode::Fail {
-                        return Err(error);
-                    }
-                }
+                return Ok(Some(entry));
             }
         }
         if count {
             bump(&self.counters.misses);
         }
         Ok(None)
+    }
+
+    /// Counts what tier `index` answered; a failure is an error only in `Fail` mode.
+    /// Backends never return expired entries (the contract), so a hit is not re-checked.
+    fn answered(
+        &self,
+        index: usize,
+        result: Result<Option<Arc<CacheEntry>>>,
+        count: bool,
+    ) -> Result<Option<Arc<CacheEntry>>> {
+        let state = &self.tiers[index];
+        match result {
+            Ok(Some(entry)) => {
+                if count {
+                    bump(&state.counters.hits);
+                    bump(&self.counters.hits);
+                }
+                Ok(Some(entry))
+            }
+            Ok(None) => {
+                if count {
+                    bump(&state.counters.misses);
+                }
+                Ok(None)
+            }
+            Err(error) => {
+                bump(&state.counters.errors);
+                bump(&self.counters.errors);
+                match state.tier.failure_mode {
+                    FailureMode::Fail => Err(error),
+                    FailureMode::Degrade => Ok(None),
+                }
+            }
+        }
     }
 
     /// Copies `entry`, found in tier `source`, into the faster tiers that accept it, for
@@ -711,7 +739,20 @@ impl CacheManager for TieredCache {
         if let Err(error) = validate_key(NAME, key) {
             return CacheFuture::ready(Err(error));
         }
-        CacheFuture::new(self.inner.lookup(key, true))
+        let inner = &*self.inner;
+        // A fastest tier that answers at once (memory) is answered at once: no future of
+        // the stack's own is boxed for an L1 hit.
+        match inner.tiers[0].tier.manager.get(key).into_ready() {
+            Ok(first) => match inner.answered(0, first, true) {
+                Ok(Some(entry)) => CacheFuture::ready(Ok(Some(entry))),
+                Err(error) => CacheFuture::ready(Err(error)),
+                Ok(None) => CacheFuture::new(inner.lookup_below_first(key, true)),
+            },
+            Err(pending) => CacheFuture::new(async move {
+                let first = pending.await;
+                inner.lookup_after_first(key, true, first).await
+            }),
+        }
     }
 
     fn put<'a>(
