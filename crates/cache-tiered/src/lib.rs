@@ -48,6 +48,12 @@
 //!   and `Resync` clears the local tiers.
 //! - **Coalescing**: [`TieredCache::get_or_fetch`]; typed values (any serde type, stored
 //!   as JSON) with [`TieredCache::get_or_compute_typed`] and [`TtlPreset`]s.
+//! - **Streaming**: a stack with a [`Tier::streaming`] tier is a
+//!   [`StreamingCacheManager`](cache_core::StreamingCacheManager): `put_stream` streams the
+//!   body into that tier and copies it into the other tiers only when it fits them and the
+//!   [stream promotion limit](TieredBuilder::with_stream_promotion_limit); `get_stream`
+//!   promotes small bodies into the faster tiers and streams large ones from the tier that
+//!   holds them.
 //! - **Statistics**: [`TieredCache::stats`], exact, per tier and overall.
 
 mod promotion;

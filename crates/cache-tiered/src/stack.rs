@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use cache_core::{
-    BackendStats, BoxError, BusMessage, CacheEntry, CacheFuture, CacheManager, CachePolicy,
-    CachedResponse, Capabilities, Error, ErrorKind, Health, InvalidationBus, InvalidationEvent,
-    KeyPattern, PutOptions, Result, TtlPolicy, validate_key,
+    BackendStats, BoxBody, BoxError, BusMessage, CacheEntry, CacheFuture, CacheManager,
+    CachePolicy, CachedResponse, Capabilities, EntryMetadata, Error, ErrorKind, Health,
+    InvalidationBus, InvalidationEvent, KeyPattern, PutOptions, ResponseHead, Result, StoredBody,
+    StreamedEntry, StreamingCacheManager, TtlPolicy, body, validate_key,
 };
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, join_all};
@@ -127,6 +128,7 @@ struct TierState {
 struct StackInner {
     tiers: Vec<TierState>,
     ttl_policy: TtlPolicy,
+    stream_promotion_limit: u64,
     promotion: PromotionTracker,
     bus: Option<Arc<dyn InvalidationBus>>,
     counters: StackCounters,
@@ -156,6 +158,7 @@ pub struct TieredBuilder {
     ttl_policy: TtlPolicy,
     promotion: Promotion,
     max_tracked_keys: usize,
+    stream_promotion_limit: Option<u64>,
     bus: Option<Arc<dyn InvalidationBus>>,
 }
 
@@ -166,6 +169,7 @@ impl std::fmt::Debug for TieredBuilder {
             .field("ttl_policy", &self.ttl_policy)
             .field("promotion", &self.promotion)
             .field("max_tracked_keys", &self.max_tracked_keys)
+            .field("stream_promotion_limit", &self.stream_promotion_limit)
             .field("bus", &self.bus.as_ref().map(|bus| bus.instance_id()))
             .finish()
     }
@@ -197,6 +201,13 @@ impl TieredBuilder {
         self
     }
 
+    /// The largest body a streamed hit may have to be read whole and promoted into the
+    /// faster tiers; larger ones are streamed from the tier that holds them. Default: 1 MiB.
+    pub fn with_stream_promotion_limit(mut self, bytes: u64) -> Self {
+        self.stream_promotion_limit = Some(bytes);
+        self
+    }
+
     /// Publishes this stack's invalidations on `bus` and applies the other instances'
     /// to the local (non-[`shared`](Tier::shared)) tiers; `Resync` clears them.
     pub fn with_bus(mut self, bus: Arc<dyn InvalidationBus>) -> Self {
@@ -212,6 +223,19 @@ impl TieredBuilder {
                 ErrorKind::Config,
                 NAME,
                 "a tiered cache needs at least one tier",
+            ));
+        }
+        if self
+            .tiers
+            .iter()
+            .filter(|tier| tier.streaming.is_some())
+            .count()
+            > 1
+        {
+            return Err(Error::new(
+                ErrorKind::Config,
+                NAME,
+                "a tiered cache holds at most one streaming tier",
             ));
         }
         let max_tracked_keys = if self.max_tracked_keys == 0 {
@@ -233,6 +257,7 @@ impl TieredBuilder {
                 })
                 .collect(),
             ttl_policy: self.ttl_policy,
+            stream_promotion_limit: self.stream_promotion_limit.unwrap_or(1 << 20),
             promotion: PromotionTracker::new(self.promotion, max_tracked_keys),
             bus: self.bus,
             counters: StackCounters::default(),
@@ -699,6 +724,184 @@ impl StackInner {
     }
 }
 
+impl StackInner {
+    /// The streaming tier, with its position.
+    fn streaming_tier(&self) -> Option<(usize, &Arc<dyn StreamingCacheManager>)> {
+        self.tiers
+            .iter()
+            .enumerate()
+            .find_map(|(index, state)| state.tier.streaming.as_ref().map(|tier| (index, tier)))
+    }
+
+    async fn put_stream(
+        &self,
+        key: &str,
+        head: ResponseHead,
+        policy: CachePolicy,
+        body: BoxBody,
+        options: PutOptions,
+    ) -> Result<StoredBody> {
+        let Some((index, streaming)) = self.streaming_tier() else {
+            return Err(Error::unsupported(NAME, "put_stream"));
+        };
+        let base_ttl = options.ttl().unwrap_or_else(|| {
+            self.ttl_policy
+                .storage_ttl(&policy, &head.headers, SystemTime::now())
+        });
+        let state = &self.tiers[index];
+        let scaled_options = options
+            .clone()
+            .with_ttl(scaled(base_ttl, state.tier.ttl_scale));
+        // The body goes to one place only: when that tier fails, nothing is stored, in
+        // either failure mode.
+        let stored = match streaming
+            .put_stream(key, head, policy, body, scaled_options)
+            .await
+        {
+            Ok(stored) => stored,
+            Err(error) => {
+                bump(&state.counters.errors);
+                bump(&self.counters.errors);
+                return Err(error);
+            }
+        };
+        bump(&self.counters.puts);
+        if !base_ttl.is_zero() {
+            bump(&state.counters.puts);
+        }
+        // The other tiers get the entry buffered when it fits them, read back once from
+        // the streaming tier; the rest drop any older version they hold.
+        let size = usize::try_from(stored.len).unwrap_or(usize::MAX);
+        let mut buffered: Option<Arc<CacheEntry>> = None;
+        for (other, state) in self.tiers.iter().enumerate() {
+            if other == index {
+                continue;
+            }
+            let copy = if state.tier.admits(size)
+                && u64::try_from(size).is_ok_and(|size| size <= self.stream_promotion_limit)
+            {
+                if buffered.is_none() {
+                    buffered = streaming.get(key).await.ok().flatten();
+                }
+                buffered.clone()
+            } else {
+                None
+            };
+            let result = match copy {
+                Some(entry) => {
+                    let options = options
+                        .clone()
+                        .with_ttl(scaled(base_ttl, state.tier.ttl_scale));
+                    let written = state
+                        .tier
+                        .manager
+                        .put(key, entry.response.clone(), entry.policy.clone(), options)
+                        .await;
+                    if written.is_ok() && !base_ttl.is_zero() {
+                        bump(&state.counters.puts);
+                    }
+                    written
+                }
+                None => state.tier.manager.delete(key).await,
+            };
+            self.settle(state, result)?;
+        }
+        Ok(stored)
+    }
+
+    async fn get_stream(&self, key: &str) -> Result<Option<StreamedEntry>> {
+        for (index, state) in self.tiers.iter().enumerate() {
+            let Some(streaming) = &state.tier.streaming else {
+                let result = state.tier.manager.get(key).await;
+                if let Some(entry) = self.answered(index, result, true)? {
+                    if index > 0 && self.promotion.hit_says_promote(key) {
+                        self.promote(key, &entry, index, SystemTime::now()).await;
+                    }
+                    return Ok(Some(streamed_from(&entry)));
+                }
+                continue;
+            };
+            let streamed = match streaming.get_stream(key).await {
+                Ok(Some(streamed)) => streamed,
+                other => {
+                    self.answered(index, other.map(|_| None), true)?;
+                    continue;
+                }
+            };
+            bump(&state.counters.hits);
+            bump(&self.counters.hits);
+            let small = streamed.body_len <= self.stream_promotion_limit;
+            let wanted = self.tiers[..index].iter().any(|faster| {
+                faster.tier.accepts_promotions
+                    && faster
+                        .tier
+                        .admits(usize::try_from(streamed.body_len).unwrap_or(usize::MAX))
+            });
+            if index == 0 || !small || !wanted || !self.promotion.hit_says_promote(key) {
+                return Ok(Some(streamed));
+            }
+            // Small enough to hold: read it whole, promote it, and hand out the bytes.
+            let StreamedEntry {
+                head,
+                policy,
+                metadata,
+                body_len,
+                body: streamed_body,
+                ..
+            } = streamed;
+            let limit = usize::try_from(body_len).unwrap_or(usize::MAX);
+            let bytes = body::collect(streamed_body, limit).await?;
+            let entry = CacheEntry::new(
+                CachedResponse::from_head_and_body(head, bytes),
+                policy,
+                metadata,
+            );
+            self.promote(key, &entry, index, SystemTime::now()).await;
+            return Ok(Some(streamed_from(&entry)));
+        }
+        bump(&self.counters.misses);
+        Ok(None)
+    }
+}
+
+/// A buffered entry as a streamed one (one chunk, no copy of the body).
+fn streamed_from(entry: &CacheEntry) -> StreamedEntry {
+    let (head, body_bytes) = entry.response.clone().into_head_and_body();
+    StreamedEntry::new(
+        head,
+        entry.policy.clone(),
+        EntryMetadata::clone(&entry.metadata),
+        body_bytes.len() as u64,
+        body::full(body_bytes),
+    )
+}
+
+impl StreamingCacheManager for TieredCache {
+    fn put_stream<'a>(
+        &'a self,
+        key: &'a str,
+        head: ResponseHead,
+        policy: CachePolicy,
+        body: BoxBody,
+        options: PutOptions,
+    ) -> CacheFuture<'a, Result<StoredBody>> {
+        if let Err(error) = validate_key(NAME, key) {
+            return CacheFuture::ready(Err(error));
+        }
+        CacheFuture::new(self.inner.put_stream(key, head, policy, body, options))
+    }
+
+    fn get_stream<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<Option<StreamedEntry>>> {
+        if let Err(error) = validate_key(NAME, key) {
+            return CacheFuture::ready(Err(error));
+        }
+        if self.inner.streaming_tier().is_none() {
+            return CacheFuture::ready(Err(Error::unsupported(NAME, "get_stream")));
+        }
+        CacheFuture::new(self.inner.get_stream(key))
+    }
+}
+
 /// `ttl` times `scale`, never rounded down to nothing when `ttl` is not nothing.
 fn scaled(ttl: Duration, scale: f64) -> Duration {
     if ttl.is_zero() {
@@ -731,6 +934,9 @@ impl CacheManager for TieredCache {
         }
         if all(|caps| caps.health) {
             capabilities = capabilities.with_health();
+        }
+        if self.inner.streaming_tier().is_some() {
+            capabilities = capabilities.with_streaming();
         }
         capabilities
     }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cache_core::CacheManager;
+use cache_core::{CacheManager, StreamingCacheManager};
 
 /// What a failing tier does to the operation that met the failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -36,6 +36,7 @@ pub enum FailureMode {
 #[derive(Clone)]
 pub struct Tier {
     pub(crate) manager: Arc<dyn CacheManager>,
+    pub(crate) streaming: Option<Arc<dyn StreamingCacheManager>>,
     pub(crate) ttl_scale: f64,
     pub(crate) accepts_promotions: bool,
     pub(crate) max_entry_bytes: Option<u64>,
@@ -47,6 +48,7 @@ impl fmt::Debug for Tier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tier")
             .field("backend", &self.manager.name())
+            .field("streaming", &self.streaming.is_some())
             .field("ttl_scale", &self.ttl_scale)
             .field("accepts_promotions", &self.accepts_promotions)
             .field("max_entry_bytes", &self.max_entry_bytes)
@@ -61,12 +63,21 @@ impl Tier {
     pub fn new(manager: Arc<dyn CacheManager>) -> Self {
         Self {
             manager,
+            streaming: None,
             ttl_scale: 1.0,
             accepts_promotions: true,
             max_entry_bytes: None,
             failure_mode: FailureMode::Degrade,
             shared: false,
         }
+    }
+
+    /// A tier over a streaming backend: the stack's `put_stream` streams bodies into it
+    /// and its `get_stream` streams them out of it (a stack holds one such tier).
+    pub fn streaming(manager: Arc<dyn StreamingCacheManager>) -> Self {
+        let mut tier = Self::new(Arc::clone(&manager) as Arc<dyn CacheManager>);
+        tier.streaming = Some(manager);
+        tier
     }
 
     /// Multiplies the storage TTL of every entry written to this tier (a memory tier in
