@@ -187,6 +187,70 @@ fn cacache_benches(c: &mut Criterion) {
         );
     });
     group.finish();
+
+    // Real responses differ from one fetch to the next (`Date`, request ids), so a put
+    // rarely rewrites identical content; here every contender writes content no put wrote
+    // before. The unique inputs are built in the untimed setup.
+    let unique = AtomicUsize::new(0);
+    let next_unique = || unique.fetch_add(1, Ordering::Relaxed).to_string();
+    let mut group = c.benchmark_group("cacache/put_unique_content");
+    group.sample_size(30);
+    group.bench_function("cache-cacache", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                let mut response = cached.clone();
+                response
+                    .headers
+                    .insert("x-request-id", next_unique().parse().unwrap());
+                (keys.next().to_owned(), response, policy.clone())
+            },
+            |(key, response, policy)| {
+                let ours = Arc::clone(&ours);
+                async move { ours.put(&key, response, policy, ttl()).await.unwrap() }
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("raw cacache::write_sync in spawn_blocking", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                let mut unique_bytes = bytes.clone();
+                let tail = unique_bytes.len() - 8;
+                unique_bytes[tail..].copy_from_slice(
+                    &(unique.fetch_add(1, Ordering::Relaxed) as u64).to_le_bytes(),
+                );
+                (keys.next().to_owned(), unique_bytes)
+            },
+            |(key, bytes)| {
+                let dir = raw_dir.clone();
+                async move {
+                    black_box(
+                        tokio::task::spawn_blocking(move || {
+                            cacache::write_sync(&dir, key, bytes).unwrap()
+                        })
+                        .await
+                        .unwrap(),
+                    )
+                }
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("http-cache CACacheManager", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                let mut response = http_cache_response();
+                response.headers.insert("x-request-id".to_owned(), next_unique());
+                (keys.next().to_owned(), response, policy.clone())
+            },
+            |(key, response, policy)| {
+                let peer = peer.clone();
+                async move { black_box(peer.put(key, response, policy).await.unwrap()) }
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
 }
 
 fn rocksdb_benches(c: &mut Criterion) {

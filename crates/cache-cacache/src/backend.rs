@@ -14,7 +14,7 @@ use cache_core::{
 };
 
 use crate::config::CacacheConfig;
-use crate::index::{INDEX_LINE_OVERHEAD, Index, IndexEntry};
+use crate::index::{INDEX_LINE_OVERHEAD, Index, IndexEntry, MAX_BUCKET_LINES};
 use crate::layout::{
     bucket_path, compact_bucket, content_path, content_root, index_root, is_sha256,
     remove_file_if_present,
@@ -201,7 +201,9 @@ impl Inner {
                         self.counters.add_expirations(1);
                         self.remove_files(&metadata.key, &metadata.integrity)?;
                     } else {
-                        let entry = IndexEntry::new(metadata.integrity, len, expires_at, tags);
+                        let mut entry = IndexEntry::new(metadata.integrity, len, expires_at, tags);
+                        // Unknown after a restart: the next overwrite compacts.
+                        entry.bucket_lines = MAX_BUCKET_LINES;
                         found.push((metadata.time, metadata.key, entry));
                     }
                 }
@@ -343,9 +345,10 @@ impl Inner {
         let key_guard = self.key_lock(key);
         // The new version is committed first (content, then its index line appended to
         // the key's bucket); readers see the old version until the index switches. Then
-        // the old content goes and the bucket is rewritten to its last line, so it never
-        // holds more than one line however often the key is written. A crash in between
-        // leaves the new version (the bucket's last line) and an orphan the sweep removes.
+        // the old content goes, and once the bucket holds more than `MAX_BUCKET_LINES`
+        // lines it is rewritten to its last line, so it stays bounded however often the
+        // key is written. A crash in between leaves the new version (the bucket's last
+        // line) and an orphan the sweep removes.
         let mut writer = WriteOpts::new()
             .algorithm(cacache::Algorithm::Sha256)
             .size(envelope.len())
@@ -360,23 +363,31 @@ impl Inner {
         let integrity = writer
             .commit()
             .map_err(|error| cacache_error(error, "cannot commit the entry", key))?;
-        let entry = IndexEntry::new(
+        let mut entry = IndexEntry::new(
             integrity.clone(),
             envelope.len() as u64,
             metadata.expires_at,
             metadata.tags,
         );
-        let (replaced, evicted) =
-            lock(&self.index).insert(key.to_owned(), entry, self.capacity_bytes);
+        let (replaced, evicted) = {
+            let mut index = lock(&self.index);
+            entry.bucket_lines = index
+                .peek(key)
+                .map_or(1, |old| old.bucket_lines.saturating_add(1));
+            index.insert(key.to_owned(), entry, self.capacity_bytes)
+        };
         if let Some(old) = replaced {
             if old.integrity != integrity {
                 let content = content_path(&self.dir, &old.integrity);
                 remove_file_if_present(&content)
                     .map_err(|error| io_error(error, "cannot remove", &content))?;
             }
-            let bucket = bucket_path(&self.dir, key);
-            compact_bucket(&self.dir, key)
-                .map_err(|error| io_error(error, "cannot compact", &bucket))?;
+            if old.bucket_lines.saturating_add(1) > MAX_BUCKET_LINES {
+                let bucket = bucket_path(&self.dir, key);
+                compact_bucket(&self.dir, key)
+                    .map_err(|error| io_error(error, "cannot compact", &bucket))?;
+                lock(&self.index).set_bucket_lines(key, 1);
+            }
         }
         drop(key_guard);
         self.counters.add_puts(1);

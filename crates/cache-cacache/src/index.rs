@@ -13,12 +13,19 @@ use cacache::Integrity;
 /// and tags as JSON).
 pub(crate) const INDEX_LINE_OVERHEAD: u64 = 320;
 
+/// A key's bucket is compacted to its last line once it holds more lines than this: an
+/// overwrite appends a line (cheap), and every few overwrites one rewrite keeps the bucket
+/// bounded however often the key is written.
+pub(crate) const MAX_BUCKET_LINES: u32 = 4;
+
 #[derive(Debug, Clone)]
 pub(crate) struct IndexEntry {
     pub(crate) integrity: Integrity,
     pub(crate) content_len: u64,
     pub(crate) expires_at: SystemTime,
     pub(crate) tags: Vec<String>,
+    /// Lines in the key's bucket (an upper bound after a restart).
+    pub(crate) bucket_lines: u32,
     recency: u64,
 }
 
@@ -34,6 +41,7 @@ impl IndexEntry {
             content_len,
             expires_at,
             tags,
+            bucket_lines: 1,
             recency: 0,
         }
     }
@@ -68,6 +76,13 @@ impl Index {
 
     pub(crate) fn peek(&self, key: &str) -> Option<&IndexEntry> {
         self.entries.get(key)
+    }
+
+    /// Records that the bucket of `key` now holds `lines` lines.
+    pub(crate) fn set_bucket_lines(&mut self, key: &str, lines: u32) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.bucket_lines = lines;
+        }
     }
 
     /// Inserts `entry` as the most recently used (replacing any entry under `key`) and

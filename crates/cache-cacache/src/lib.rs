@@ -37,9 +37,11 @@
 //!   (key length + tags + 320 bytes) stay within the capacity; the least recently used
 //!   entries go first, and the cap is applied again at open (recency after a restart
 //!   follows write time). Directories are not counted.
-//! - **Bounded index**: overwriting or deleting a key removes its bucket and content
-//!   files instead of appending to cacache's append-only bucket, so a key written 10,000
-//!   times has a one-line bucket.
+//! - **Bounded index**: overwriting a key removes its old content and appends one line
+//!   to cacache's append-only bucket; a bucket holding more than four lines is rewritten
+//!   to its last one, so a key written 10,000 times has a bucket of at most four lines
+//!   (each at most one small JSON line; the size cap's margin covers them). Deleting a
+//!   key removes its bucket and content.
 //! - **Crashes**: content is written to a temporary file and renamed; an interrupted write
 //!   leaves either the old state or orphans that the sweep at open removes. A torn or
 //!   corrupt file is a miss (and is removed), never a panic. Power loss is not covered:

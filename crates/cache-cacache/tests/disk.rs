@@ -177,7 +177,7 @@ async fn the_size_cap_holds_and_keeps_the_most_recently_used() {
 }
 
 #[tokio::test]
-async fn ten_thousand_overwrites_keep_one_bucket_line_and_one_content_file() {
+async fn ten_thousand_overwrites_keep_a_bounded_bucket_and_one_content_file() {
     let dir = tempfile::tempdir().unwrap();
     let cache = open(dir.path(), 1 << 30).await;
     let raw = cache.raw_access();
@@ -193,11 +193,28 @@ async fn ten_thousand_overwrites_keep_one_bucket_line_and_one_content_file() {
             .await
             .unwrap();
     }
+    // Overwrites append a line and every fourth one compacts the bucket to its last line:
+    // after 10,001 writes (10,001 = 4 * 2,500 + 1) it holds exactly one line again, and it
+    // never held more than four.
     let bucket_after_many = std::fs::metadata(raw.bucket_file("hot")).unwrap().len();
     assert_eq!(
         bucket_after_many, bucket_after_one,
-        "the bucket holds one line"
+        "the bucket was compacted to one line"
     );
+    let mut longest = 0;
+    for _ in 0..8 {
+        cache
+            .put("hot", cached.clone(), policy(&cached), hour())
+            .await
+            .unwrap();
+        let lines = std::fs::read_to_string(raw.bucket_file("hot"))
+            .unwrap()
+            .lines()
+            .filter(|line| !line.is_empty())
+            .count();
+        longest = longest.max(lines);
+    }
+    assert_eq!(longest, 4, "a bucket never holds more than four lines");
     let content_files = std::fs::read_dir(dir.path().join("content-v2/sha256"))
         .unwrap()
         .flatten()
