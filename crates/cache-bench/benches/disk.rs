@@ -240,7 +240,9 @@ fn cacache_benches(c: &mut Criterion) {
         b.to_async(&rt).iter_batched(
             || {
                 let mut response = http_cache_response();
-                response.headers.insert("x-request-id".to_owned(), next_unique());
+                response
+                    .headers
+                    .insert("x-request-id".to_owned(), next_unique());
                 (keys.next().to_owned(), response, policy.clone())
             },
             |(key, response, policy)| {
