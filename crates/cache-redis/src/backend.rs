@@ -100,6 +100,14 @@ impl RedisCache {
     /// operations fail with `Unavailable` until it is up. Must be called inside a tokio
     /// runtime. Fails with `Config` when the URL is not a Redis URL.
     pub fn new(config: RedisConfig) -> Result<Self> {
+        // The connection manager spawns tasks; outside a runtime that would panic.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                NAME,
+                "RedisCache::new must be called inside a tokio runtime",
+            ));
+        }
         let client = open_client(&config)?;
         let manager_config = ConnectionManagerConfig::new()
             // One connection attempt per operation: an operation fails fast with

@@ -285,6 +285,13 @@ impl InvalidationBus for RedisBus {
             // position is taken now and the subscriber replays from it. When the server
             // cannot be reached now, the subscriber starts without a position and sends
             // `Resync` once it connects.
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    NAME,
+                    "a bus subscription runs a tokio task: subscribe inside a tokio runtime",
+                ));
+            }
             let position = self.shared.current_position().await.ok();
             let (sender, mut receiver) = mpsc::channel(SUBSCRIBER_QUEUE);
             let subscriber = Subscriber {

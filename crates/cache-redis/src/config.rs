@@ -210,6 +210,12 @@ mod tests {
     }
 
     #[test]
+    fn building_outside_a_runtime_is_an_error_not_a_panic() {
+        let error = crate::RedisCache::new(RedisConfig::default()).unwrap_err();
+        assert_eq!(error.kind(), cache_core::ErrorKind::Config);
+    }
+
+    #[test]
     fn debug_output_has_no_password() {
         let config = RedisConfig::new("redis://admin:hunter2@127.0.0.1:6379");
         let debug = format!("{config:?}");

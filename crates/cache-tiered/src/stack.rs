@@ -244,7 +244,17 @@ impl TieredBuilder {
             self.max_tracked_keys
         };
         let subscription = match &self.bus {
-            Some(bus) => Some(bus.subscribe().await?),
+            Some(bus) => {
+                // The bus listener is a tokio task; without a runtime it could not run.
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        NAME,
+                        "a tiered cache with a bus must be built inside a tokio runtime",
+                    ));
+                }
+                Some(bus.subscribe().await?)
+            }
             None => None,
         };
         let inner = Arc::new(StackInner {
@@ -400,6 +410,15 @@ impl TieredCache {
         Fut: Future<Output = std::result::Result<Fetched, E>> + Send + 'static,
         E: Into<BoxError>,
     {
+        // The fetch runs as a tokio task (so a cancelled caller cannot cancel it).
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                NAME,
+                "get_or_fetch runs its fetch as a tokio task: call it inside a tokio runtime",
+            )
+            .into());
+        }
         let shared = {
             let mut in_flight = lock(&self.inner.in_flight);
             if let Some(shared) = in_flight.get(key) {
