@@ -46,7 +46,9 @@ struct KeyActivity {
 pub(crate) struct PromotionTracker {
     strategy: Promotion,
     generation_capacity: usize,
-    generations: Mutex<(HashMap<String, KeyActivity>, HashMap<String, KeyActivity>)>,
+    /// Keyed by a 64-bit hash of the key, so a tracked key costs the same whatever its
+    /// length (a collision merges two keys' counts, which only promotes a little early).
+    generations: Mutex<(HashMap<u64, KeyActivity>, HashMap<u64, KeyActivity>)>,
 }
 
 impl PromotionTracker {
@@ -66,14 +68,20 @@ impl PromotionTracker {
             Promotion::HitRate { per_minute } => per_minute,
         };
         let now = Instant::now();
+        let key = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            key.hash(&mut hasher);
+            hasher.finish()
+        };
         let mut generations = self
             .generations
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (current, previous) = &mut *generations;
         let mut activity = current
-            .remove(key)
-            .or_else(|| previous.remove(key))
+            .remove(&key)
+            .or_else(|| previous.remove(&key))
             .unwrap_or(KeyActivity {
                 score: 0.0,
                 last_hit: now,
@@ -92,7 +100,7 @@ impl PromotionTracker {
         if current.len() >= self.generation_capacity {
             *previous = std::mem::take(current);
         }
-        current.insert(key.to_owned(), activity);
+        current.insert(key, activity);
         false
     }
 

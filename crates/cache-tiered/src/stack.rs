@@ -120,6 +120,34 @@ struct StackCounters {
 type FetchOutcome = std::result::Result<Arc<CacheEntry>, FetchError>;
 type SharedFetch = Shared<BoxFuture<'static, FetchOutcome>>;
 
+/// Frees a fetch's in-flight slot however its task ends (a panicking fetch included), so
+/// no key is left joined to a finished fetch.
+struct InFlightSlot {
+    inner: Arc<StackInner>,
+    key: String,
+    fetch_id: u64,
+}
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        let mut in_flight = lock(&self.inner.in_flight);
+        if in_flight
+            .get(&self.key)
+            .is_some_and(|(fetch_id, _)| *fetch_id == self.fetch_id)
+        {
+            in_flight.remove(&self.key);
+        }
+        drop(in_flight);
+        self.inner
+            .counters
+            .in_flight_fetches
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Slots of the per-key invalidation generations (keys share slots by hash).
+const GENERATION_SLOTS: usize = 4096;
+
 struct TierState {
     tier: Tier,
     counters: TierCounters,
@@ -132,7 +160,13 @@ struct StackInner {
     promotion: PromotionTracker,
     bus: Option<Arc<dyn InvalidationBus>>,
     counters: StackCounters,
-    in_flight: Mutex<HashMap<String, SharedFetch>>,
+    in_flight: Mutex<HashMap<String, (u64, SharedFetch)>>,
+    next_fetch_id: AtomicU64,
+    /// Bumped before a key is written or invalidated (per hash slot), and `epoch` before
+    /// invalidations of many keys: a promotion that sees either change while it copies an
+    /// entry drops its copy, so it never brings back what was just deleted or replaced.
+    generations: Box<[AtomicU64]>,
+    epoch: AtomicU64,
     listener: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -272,6 +306,9 @@ impl TieredBuilder {
             bus: self.bus,
             counters: StackCounters::default(),
             in_flight: Mutex::new(HashMap::new()),
+            next_fetch_id: AtomicU64::new(0),
+            generations: (0..GENERATION_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            epoch: AtomicU64::new(0),
             listener: Mutex::new(None),
         });
         if let Some(mut subscription) = subscription {
@@ -282,6 +319,16 @@ impl TieredBuilder {
                         return;
                     };
                     inner.apply_bus_message(message).await;
+                }
+                // The bus ended: invalidations will no longer arrive, so the local tiers
+                // cannot be trusted to stay coherent. Flush them once and count it.
+                if let Some(inner) = weak.upgrade() {
+                    bump(&inner.counters.errors);
+                    inner
+                        .apply_bus_message(BusMessage::Resync {
+                            reason: "the invalidation bus ended".to_owned(),
+                        })
+                        .await;
                 }
             });
             *lock(&inner.listener) = Some(listener);
@@ -421,22 +468,25 @@ impl TieredCache {
         }
         let shared = {
             let mut in_flight = lock(&self.inner.in_flight);
-            if let Some(shared) = in_flight.get(key) {
+            if let Some((_, shared)) = in_flight.get(key) {
                 self.inner
                     .counters
                     .coalesced_waiters
                     .fetch_add(1, Ordering::Relaxed);
                 shared.clone()
             } else {
-                let shared = self.start_fetch(key, fetch);
-                in_flight.insert(key.to_owned(), shared.clone());
+                let fetch_id = self.inner.next_fetch_id.fetch_add(1, Ordering::Relaxed);
+                // The task frees the slot, which it can only do after this lock is released
+                // (so after the insert).
+                let shared = self.start_fetch(key, fetch, fetch_id);
+                in_flight.insert(key.to_owned(), (fetch_id, shared.clone()));
                 shared
             }
         };
         shared.await
     }
 
-    fn start_fetch<F, Fut, E>(&self, key: &str, fetch: F) -> SharedFetch
+    fn start_fetch<F, Fut, E>(&self, key: &str, fetch: F, fetch_id: u64) -> SharedFetch
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<Fetched, E>> + Send + 'static,
@@ -449,14 +499,15 @@ impl TieredCache {
             .in_flight_fetches
             .fetch_add(1, Ordering::Relaxed);
         let task = tokio::spawn(async move {
-            let outcome = inner.fill(&key, fetch).await;
+            let slot = InFlightSlot {
+                inner: Arc::clone(&inner),
+                key,
+                fetch_id,
+            };
             // The entry is in the tiers before the slot goes: a caller that finds no slot
             // finds the entry.
-            lock(&inner.in_flight).remove(&key);
-            inner
-                .counters
-                .in_flight_fetches
-                .fetch_sub(1, Ordering::Relaxed);
+            let outcome = inner.fill(&slot.key, fetch).await;
+            drop(slot);
             outcome
         });
         async move {
@@ -472,6 +523,31 @@ impl TieredCache {
 }
 
 impl StackInner {
+    fn generation_slot(&self, key: &str) -> &AtomicU64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        &self.generations[(hasher.finish() % GENERATION_SLOTS as u64) as usize]
+    }
+
+    /// The invalidation generation `key` is at (its slot's and the stack-wide one).
+    fn generation(&self, key: &str) -> (u64, u64) {
+        (
+            self.generation_slot(key).load(Ordering::Acquire),
+            self.epoch.load(Ordering::Acquire),
+        )
+    }
+
+    /// Marks `key` as about to be written or invalidated.
+    fn bump_key(&self, key: &str) {
+        self.generation_slot(key).fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Marks every key as about to be invalidated.
+    fn bump_all(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Walks the tiers for `key`, promoting a hit from a slower tier.
     async fn lookup(&self, key: &str, count: bool) -> Result<Option<Arc<CacheEntry>>> {
         let first = self.tiers[0].tier.manager.get(key).await;
@@ -493,11 +569,13 @@ impl StackInner {
 
     /// The rest of a lookup once the fastest tier missed (and was counted).
     async fn lookup_below_first(&self, key: &str, count: bool) -> Result<Option<Arc<CacheEntry>>> {
+        let before = self.generation(key);
         for (index, state) in self.tiers.iter().enumerate().skip(1) {
             let result = state.tier.manager.get(key).await;
             if let Some(entry) = self.answered(index, result, count)? {
                 if self.promotion.hit_says_promote(key) {
-                    self.promote(key, &entry, index, SystemTime::now()).await;
+                    self.promote(key, &entry, index, SystemTime::now(), before)
+                        .await;
                 }
                 return Ok(Some(entry));
             }
@@ -544,7 +622,20 @@ impl StackInner {
 
     /// Copies `entry`, found in tier `source`, into the faster tiers that accept it, for
     /// no longer than it has left in `source`.
-    async fn promote(&self, key: &str, entry: &CacheEntry, source: usize, now: SystemTime) {
+    /// `before` is the key's generation from before the source tier was read: when it moved
+    /// (the key was written or invalidated meanwhile), nothing is copied, and a copy made
+    /// while it moved is taken back.
+    async fn promote(
+        &self,
+        key: &str,
+        entry: &CacheEntry,
+        source: usize,
+        now: SystemTime,
+        before: (u64, u64),
+    ) {
+        if self.generation(key) != before {
+            return;
+        }
         let remaining = entry
             .metadata
             .remaining_ttl(now)
@@ -553,29 +644,33 @@ impl StackInner {
             return;
         }
         let size = entry.approximate_size();
-        let writes = self.tiers[..source]
+        let targets: Vec<&TierState> = self.tiers[..source]
             .iter()
             .filter(|state| state.tier.accepts_promotions && state.tier.admits(size))
-            .map(|state| {
-                let ttl = scaled(entry.metadata.storage_ttl(), state.tier.ttl_scale).min(remaining);
-                let options = PutOptions::new()
-                    .with_ttl(ttl)
-                    .with_tags(entry.metadata.tags.iter().cloned());
-                let (response, policy) = (entry.response.clone(), entry.policy.clone());
-                async move {
-                    match state.tier.manager.put(key, response, policy, options).await {
-                        Ok(()) => {
-                            bump(&state.counters.promotions);
-                            bump(&self.counters.promotions);
-                        }
-                        Err(_) => {
-                            bump(&state.counters.errors);
-                            bump(&self.counters.errors);
-                        }
+            .collect();
+        let writes = targets.iter().map(|state| {
+            let ttl = scaled(entry.metadata.storage_ttl(), state.tier.ttl_scale).min(remaining);
+            let options = PutOptions::new()
+                .with_ttl(ttl)
+                .with_tags(entry.metadata.tags.iter().cloned());
+            let (response, policy) = (entry.response.clone(), entry.policy.clone());
+            async move {
+                match state.tier.manager.put(key, response, policy, options).await {
+                    Ok(()) => {
+                        bump(&state.counters.promotions);
+                        bump(&self.counters.promotions);
+                    }
+                    Err(_) => {
+                        bump(&state.counters.errors);
+                        bump(&self.counters.errors);
                     }
                 }
-            });
+            }
+        });
         join_all(writes).await;
+        if self.generation(key) != before {
+            join_all(targets.iter().map(|state| state.tier.manager.delete(key))).await;
+        }
     }
 
     async fn put(
@@ -585,6 +680,7 @@ impl StackInner {
         policy: CachePolicy,
         options: PutOptions,
     ) -> Result<()> {
+        self.bump_key(key);
         let base_ttl = options.ttl().unwrap_or_else(|| {
             self.ttl_policy
                 .storage_ttl(&policy, &response.headers, SystemTime::now())
@@ -612,6 +708,11 @@ impl StackInner {
         });
         let outcomes = join_all(writes).await;
         bump(&self.counters.puts);
+        // Other instances drop the older version from their local tiers.
+        self.publish(InvalidationEvent::Delete {
+            key: key.to_owned(),
+        })
+        .await;
         outcomes.into_iter().collect::<Result<Vec<()>>>()?;
         Ok(())
     }
@@ -695,6 +796,10 @@ impl StackInner {
     async fn apply_bus_message(&self, message: BusMessage) {
         match message {
             BusMessage::Event { event, .. } => {
+                match &event {
+                    InvalidationEvent::Delete { key } => self.bump_key(key),
+                    _ => self.bump_all(),
+                }
                 let applied = match &event {
                     InvalidationEvent::Delete { key } => {
                         self.on_tiers(true, |tier| {
@@ -732,6 +837,7 @@ impl StackInner {
                 }
             }
             BusMessage::Resync { .. } => {
+                self.bump_all();
                 let _ = self
                     .on_tiers(true, |tier| {
                         CacheFuture::new(async move { tier.clear().await.map(|()| 0) })
@@ -764,6 +870,7 @@ impl StackInner {
         let Some((index, streaming)) = self.streaming_tier() else {
             return Err(Error::unsupported(NAME, "put_stream"));
         };
+        self.bump_key(key);
         let base_ttl = options.ttl().unwrap_or_else(|| {
             self.ttl_policy
                 .storage_ttl(&policy, &head.headers, SystemTime::now())
@@ -793,6 +900,7 @@ impl StackInner {
         // the streaming tier; the rest drop any older version they hold.
         let size = usize::try_from(stored.len).unwrap_or(usize::MAX);
         let mut buffered: Option<Arc<CacheEntry>> = None;
+        let mut outcomes = Vec::with_capacity(self.tiers.len());
         for (other, state) in self.tiers.iter().enumerate() {
             if other == index {
                 continue;
@@ -824,18 +932,26 @@ impl StackInner {
                 }
                 None => state.tier.manager.delete(key).await,
             };
-            self.settle(state, result)?;
+            // Every tier is written before a `Fail` tier's error is returned.
+            outcomes.push(self.settle(state, result));
         }
+        self.publish(InvalidationEvent::Delete {
+            key: key.to_owned(),
+        })
+        .await;
+        outcomes.into_iter().collect::<Result<Vec<()>>>()?;
         Ok(stored)
     }
 
     async fn get_stream(&self, key: &str) -> Result<Option<StreamedEntry>> {
+        let before = self.generation(key);
         for (index, state) in self.tiers.iter().enumerate() {
             let Some(streaming) = &state.tier.streaming else {
                 let result = state.tier.manager.get(key).await;
                 if let Some(entry) = self.answered(index, result, true)? {
                     if index > 0 && self.promotion.hit_says_promote(key) {
-                        self.promote(key, &entry, index, SystemTime::now()).await;
+                        self.promote(key, &entry, index, SystemTime::now(), before)
+                            .await;
                     }
                     return Ok(Some(streamed_from(&entry)));
                 }
@@ -870,13 +986,26 @@ impl StackInner {
                 ..
             } = streamed;
             let limit = usize::try_from(body_len).unwrap_or(usize::MAX);
-            let bytes = body::collect(streamed_body, limit).await?;
+            let bytes = match body::collect(streamed_body, limit).await {
+                Ok(bytes) => bytes,
+                // The tier found its bytes bad (and removes the entry): a miss, or the
+                // error for a tier that fails.
+                Err(error) => {
+                    bump(&state.counters.errors);
+                    bump(&self.counters.errors);
+                    return match state.tier.failure_mode {
+                        FailureMode::Fail => Err(error),
+                        FailureMode::Degrade => Ok(None),
+                    };
+                }
+            };
             let entry = CacheEntry::new(
                 CachedResponse::from_head_and_body(head, bytes),
                 policy,
                 metadata,
             );
-            self.promote(key, &entry, index, SystemTime::now()).await;
+            self.promote(key, &entry, index, SystemTime::now(), before)
+                .await;
             return Ok(Some(streamed_from(&entry)));
         }
         bump(&self.counters.misses);
@@ -927,7 +1056,13 @@ fn scaled(ttl: Duration, scale: f64) -> Duration {
     if ttl.is_zero() {
         return ttl;
     }
-    ttl.mul_f64(scale).max(Duration::from_millis(1))
+    // Past about a century a TTL means "as long as the tier keeps anything"; the cap also
+    // keeps the multiplication from overflowing.
+    const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    Duration::try_from_secs_f64(ttl.min(LONGEST).as_secs_f64() * scale)
+        .unwrap_or(LONGEST)
+        .min(LONGEST)
+        .max(Duration::from_millis(1))
 }
 
 impl CacheManager for TieredCache {
@@ -999,6 +1134,7 @@ impl CacheManager for TieredCache {
             return CacheFuture::ready(Err(error));
         }
         CacheFuture::new(async move {
+            self.inner.bump_key(key);
             let result = self
                 .inner
                 .on_tiers(false, |tier| {
@@ -1044,6 +1180,7 @@ impl CacheManager for TieredCache {
             return CacheFuture::ready(Err(Error::unsupported(NAME, "delete_pattern")));
         }
         CacheFuture::new(async move {
+            self.inner.bump_all();
             let removed = self
                 .inner
                 .on_tiers(false, |tier| tier.delete_pattern(pattern))
@@ -1068,6 +1205,7 @@ impl CacheManager for TieredCache {
             return CacheFuture::ready(Err(Error::unsupported(NAME, "clear")));
         }
         CacheFuture::new(async move {
+            self.inner.bump_all();
             let result = self
                 .inner
                 .on_tiers(false, |tier| {

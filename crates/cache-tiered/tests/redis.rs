@@ -110,6 +110,15 @@ async fn a_delete_on_one_stack_clears_the_other_stacks_memory_through_redis() {
     }
     let (a, b) = (&stacks[0], &stacks[1]);
     put(a, "k").await;
+    // A's put tells the others to drop older versions: wait until B has applied it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while b.stats().bus_events_applied < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B never applied the put"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(b.get("k").await.unwrap().is_some());
     assert!(
         memories[1].get_entry("k").unwrap().is_some(),
@@ -118,7 +127,7 @@ async fn a_delete_on_one_stack_clears_the_other_stacks_memory_through_redis() {
 
     a.delete("k").await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while b.stats().bus_events_applied < 1 {
+    while b.stats().bus_events_applied < 2 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "B never applied the delete"

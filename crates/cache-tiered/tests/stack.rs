@@ -445,6 +445,10 @@ async fn invalidations_reach_the_other_stacks_local_tiers_through_the_bus() {
         .await
         .unwrap();
     put_into(&a, "k", b"shared", ttl(100)).await;
+    // A's put tells the others to drop older versions: B applies it first.
+    while b.stats().bus_events_applied < 1 {
+        tokio::task::yield_now().await;
+    }
     assert!(b.get("k").await.unwrap().is_some());
     assert!(
         b_local.get_entry("k").unwrap().is_some(),
@@ -452,7 +456,7 @@ async fn invalidations_reach_the_other_stacks_local_tiers_through_the_bus() {
     );
 
     a.delete("k").await.unwrap();
-    while b.stats().bus_events_applied < 1 {
+    while b.stats().bus_events_applied < 2 {
         tokio::task::yield_now().await;
     }
     assert!(b_local.get_entry("k").unwrap().is_none());
@@ -460,4 +464,56 @@ async fn invalidations_reach_the_other_stacks_local_tiers_through_the_bus() {
     assert!(b.get("k").await.unwrap().is_none());
     // A did not apply its own event.
     assert_eq!(a.stats().bus_events_applied, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_fetch_frees_its_slot_and_the_next_call_fetches_again() {
+    let stack = TieredCache::builder()
+        .tier(Tier::new(memory()))
+        .build()
+        .await
+        .unwrap();
+    let failed = stack
+        .get_or_fetch("k", || async {
+            if true {
+                panic!("the origin client panicked");
+            }
+            Ok::<_, FetchError>(fetched("unreachable"))
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        failed.to_string().contains("the fetch task failed"),
+        "{failed}"
+    );
+    assert_eq!(stack.in_flight_fetches(), 0);
+    assert_eq!(stack.stats().in_flight_fetches, 0);
+    let entry = stack
+        .get_or_fetch("k", || async { Ok::<_, FetchError>(fetched("recovered")) })
+        .await
+        .unwrap();
+    assert_eq!(entry.response.body, Bytes::from_static(b"recovered"));
+}
+
+#[tokio::test]
+async fn the_longest_ttls_are_capped_not_a_panic() {
+    let (l1, l2) = (memory(), memory());
+    let stack = TieredCache::builder()
+        .tier(Tier::new(l1.clone()).with_ttl_scale(0.5))
+        .tier(Tier::new(l2.clone()))
+        .build()
+        .await
+        .unwrap();
+    let (response, policy) = fixture("forever", Bytes::from_static(b"forever"));
+    stack
+        .put(
+            "forever",
+            response,
+            policy,
+            PutOptions::new().with_ttl(Duration::MAX),
+        )
+        .await
+        .unwrap();
+    assert!(l1.get_entry("forever").unwrap().is_some());
+    assert!(l2.get_entry("forever").unwrap().is_some());
 }
