@@ -248,21 +248,29 @@ impl Inner {
         .await
     }
 
-    /// Every key under `pattern` (a Redis glob), through `SCAN`, never `KEYS`.
-    async fn scan(&self, pattern: &str) -> Result<Vec<Vec<u8>>> {
-        let mut keys = Vec::new();
-        let mut cursor: u64 = 0;
+    /// One `SCAN` page of keys under `pattern` (a Redis glob; never `KEYS`): the next
+    /// cursor (0 when done) and the keys. A key can come up in more than one page.
+    async fn scan_page(&self, pattern: &str, cursor: u64) -> Result<(u64, Vec<Vec<u8>>)> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_BATCH);
+        self.query(&cmd, "scan the namespace").await
+    }
+
+    /// Unlinks every key under `pattern` that `keep` selects, page by page (memory stays
+    /// bounded by a page); returns how many keys existed and were removed.
+    async fn unlink_matching(&self, pattern: &str, keep: impl Fn(&[u8]) -> bool) -> Result<u64> {
+        let (mut cursor, mut removed) = (0, 0);
         loop {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(SCAN_BATCH);
-            let (next, batch): (u64, Vec<Vec<u8>>) = self.query(&cmd, "scan the namespace").await?;
-            keys.extend(batch);
+            let (next, mut keys) = self.scan_page(pattern, cursor).await?;
+            keys.retain(|key| keep(key));
+            // A key listed twice is unlinked once: the second UNLINK counts 0.
+            removed += self.unlink(&keys).await?;
             if next == 0 {
-                return Ok(keys);
+                return Ok(removed);
             }
             cursor = next;
         }
@@ -445,50 +453,56 @@ impl Inner {
         );
         // The Redis glob selects a superset (its `?` is one byte, ours one character);
         // the pattern itself decides.
-        let matching: Vec<Vec<u8>> = self
-            .scan(&glob)
-            .await?
-            .into_iter()
-            .filter(|redis_key| {
+        let removed = self
+            .unlink_matching(&glob, |redis_key| {
                 redis_key
                     .strip_prefix(self.entry_prefix.as_bytes())
                     .and_then(|key| std::str::from_utf8(key).ok())
                     .is_some_and(|key| pattern.matches(key))
             })
-            .collect();
-        let removed = self.unlink(&matching).await?;
+            .await?;
         self.counters.add_deletes(removed);
         Ok(removed)
     }
 
     async fn clear(&self) -> Result<()> {
-        let entries = self
-            .scan(&format!("{}*", escape_glob(&self.entry_prefix)))
-            .await?;
-        let removed = self.unlink(&entries).await?;
-        let tag_sets = self
-            .scan(&format!("{}*", escape_glob(&self.tag_prefix)))
-            .await?;
-        self.unlink(&tag_sets).await?;
+        let entries = format!("{}*", escape_glob(&self.entry_prefix));
+        let removed = self.unlink_matching(&entries, |_| true).await?;
+        let tag_sets = format!("{}*", escape_glob(&self.tag_prefix));
+        self.unlink_matching(&tag_sets, |_| true).await?;
         self.counters.add_deletes(removed);
         Ok(())
     }
 
+    /// Counts the namespace's entries with a full `SCAN`: O(entries) round trips' worth of
+    /// work, and memory of 8 bytes per entry to count a key `SCAN` lists twice only once.
     async fn entry_count(&self) -> Result<u64> {
-        let entries = self
-            .scan(&format!("{}*", escape_glob(&self.entry_prefix)))
-            .await?;
-        Ok(entries.len() as u64)
+        use std::hash::{Hash, Hasher};
+        let pattern = format!("{}*", escape_glob(&self.entry_prefix));
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor = 0;
+        loop {
+            let (next, keys) = self.scan_page(&pattern, cursor).await?;
+            for key in keys {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                key.hash(&mut hasher);
+                seen.insert(hasher.finish());
+            }
+            if next == 0 {
+                return Ok(seen.len() as u64);
+            }
+            cursor = next;
+        }
     }
 }
 
-/// Errors after which the connection manager reconnects: the operation may be tried again.
+/// Errors of a connection that broke (not of the command): the connection manager
+/// reconnects, and the operation may be tried again.
 fn is_connection_failure(error: &redis::RedisError) -> bool {
     !error.is_timeout()
-        && (error.is_io_error()
+        && (error.kind() == redis::ErrorKind::Io
             || error.is_connection_refusal()
-            || error.is_connection_dropped()
-            || error.is_unrecoverable_error())
+            || error.is_connection_dropped())
 }
 
 /// `text` with Redis's glob characters escaped, so it matches only itself.

@@ -267,7 +267,9 @@ impl InvalidationBus for RedisBus {
                 .arg(shared.cache.config.bus_stream_max_len)
                 .arg(&shared.channel)
                 .arg(payload);
-            // Not retried after a connection failure: the event may have been published.
+            // Retried once after a connection failure like every operation: the first
+            // attempt may have published already, but every invalidation is idempotent, so
+            // a duplicate is harmless where a lost one is not.
             let _id: String = shared
                 .cache
                 .run("publish an invalidation", |mut connection| {
@@ -292,7 +294,12 @@ impl InvalidationBus for RedisBus {
                     "a bus subscription runs a tokio task: subscribe inside a tokio runtime",
                 ));
             }
-            let position = self.shared.current_position().await.ok();
+            let position = match self.shared.current_position().await {
+                Ok(position) => Some(position),
+                // Unreachable now: the subscriber resyncs once it gets through.
+                Err(error) if error.is_temporary() => None,
+                Err(error) => return Err(error),
+            };
             let (sender, mut receiver) = mpsc::channel(SUBSCRIBER_QUEUE);
             let subscriber = Subscriber {
                 shared: Arc::clone(&self.shared),
@@ -420,8 +427,21 @@ impl Subscriber {
 
         let mut ping = tokio::time::interval(config.bus_ping_interval);
         ping.reset();
+        let sender = self.outbox.sender.clone();
         loop {
+            // A `Resync` the full queue could not take is delivered as soon as there is
+            // room, even when no further event arrives.
+            let owed_resync = self.outbox.fell_behind;
             tokio::select! {
+                permit = sender.reserve(), if owed_resync => {
+                    let Ok(permit) = permit else {
+                        return Ok(Disconnect::ConsumerGone);
+                    };
+                    permit.send(BusMessage::Resync {
+                        reason: "the subscriber fell behind and dropped events".to_owned(),
+                    });
+                    self.outbox.fell_behind = false;
+                }
                 message = messages.next() => {
                     let Some(message) = message else {
                         return Ok(Disconnect::ConnectionLost);
@@ -492,6 +512,12 @@ impl Subscriber {
                 position.last_seen = entry.id;
                 let Some((origin, event)) = entry.field("e").and_then(|bytes| decode_event(bytes))
                 else {
+                    // Written by a newer version, perhaps: this instance cannot apply it.
+                    if let Delivery::ConsumerGone =
+                        self.outbox.resync("an event on the bus could not be read")
+                    {
+                        return Ok(Delivery::ConsumerGone);
+                    }
                     continue;
                 };
                 if origin != self.instance
@@ -530,7 +556,8 @@ impl Subscriber {
             Some((origin, event)) if origin != self.instance => {
                 self.outbox.send(BusMessage::Event { origin, event })
             }
-            _ => Delivery::Delivered,
+            Some(_) => Delivery::Delivered,
+            None => self.outbox.resync("an event on the bus could not be read"),
         }
     }
 }

@@ -109,7 +109,8 @@ impl RedisConfig {
     /// How often a bus subscriber pings its connection to notice that it died silently.
     /// Default: 5 s.
     pub fn with_bus_ping_interval(mut self, interval: Duration) -> Self {
-        self.bus_ping_interval = interval;
+        // A zero interval would busy-loop (and tokio refuses it).
+        self.bus_ping_interval = interval.max(Duration::from_millis(10));
         self
     }
 
@@ -171,13 +172,29 @@ impl fmt::Debug for RedisConfig {
     }
 }
 
-/// `url` with its password (and a username, which can be a token) masked; a URL that does
-/// not parse is not shown at all, since it might hold a secret in a place we cannot find.
+/// `url` with its password masked, in the user-info part and in the `pass` / `password`
+/// query parameters (redis-rs reads those for `redis+unix:` URLs); a URL that does not
+/// parse is not shown at all, since it might hold a secret in a place we cannot find.
 pub(crate) fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {
             if parsed.password().is_some() {
                 let _ = parsed.set_password(Some("***"));
+            }
+            if parsed.query().is_some() {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(name, value)| {
+                        let secret = matches!(name.as_ref(), "pass" | "password");
+                        let value = if secret {
+                            "***".into()
+                        } else {
+                            value.into_owned()
+                        };
+                        (name.into_owned(), value)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
             }
             parsed.to_string()
         }

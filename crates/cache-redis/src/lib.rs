@@ -51,7 +51,8 @@
 //!
 //! # Failures
 //!
-//! Every operation finishes within the command timeout. A refused or dropped connection is
+//! Every command finishes within the command timeout (pattern deletion, `clear` and
+//! `entry_count` are one `SCAN` page and one `UNLINK` at a time, each within it). A refused or dropped connection is
 //! [`ErrorKind::Unavailable`](cache_core::ErrorKind::Unavailable), a server that does not
 //! answer [`ErrorKind::Timeout`](cache_core::ErrorKind::Timeout); both are temporary, and
 //! the connection comes back by itself when the server does. Passwords never appear in

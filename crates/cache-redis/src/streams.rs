@@ -206,33 +206,41 @@ impl RedisStream {
             .arg("STREAMS")
             .arg(&self.key)
             .arg(after.to_string());
-        let budget = block + self.inner.config.command_timeout;
-        let mut slot = self.blocking.lock().await;
+        let budget = block.saturating_add(self.inner.config.command_timeout);
+        // Waiting for the connection counts against the budget too.
         let read = async {
-            let connection = match slot.as_mut() {
-                Some(connection) => connection,
-                None => {
-                    let config = redis::AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(self.inner.config.connect_timeout))
-                        .set_response_timeout(Some(budget));
-                    let connection = self
-                        .inner
-                        .client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await?;
-                    slot.insert(connection)
-                }
-            };
-            cmd.query_async::<Value>(connection).await
+            let mut slot = self.blocking.lock().await;
+            let result = async {
+                let connection = match slot.as_mut() {
+                    Some(connection) => connection,
+                    None => {
+                        let config = redis::AsyncConnectionConfig::new()
+                            .set_connection_timeout(Some(self.inner.config.connect_timeout))
+                            .set_response_timeout(Some(budget));
+                        let connection = self
+                            .inner
+                            .client
+                            .get_multiplexed_async_connection_with_config(&config)
+                            .await?;
+                        slot.insert(connection)
+                    }
+                };
+                cmd.query_async::<Value>(connection).await
+            }
+            .await;
+            if result.is_err() {
+                *slot = None;
+            }
+            result
         };
         match tokio::time::timeout(budget, read).await {
             Ok(Ok(reply)) => parse_xread(reply),
-            Ok(Err(error)) => {
-                *slot = None;
-                Err(redis_error(error, "read the stream"))
-            }
+            Ok(Err(error)) => Err(redis_error(error, "read the stream")),
             Err(_) => {
-                *slot = None;
+                // The abandoned read may still be answered on that connection: start over.
+                if let Ok(mut slot) = self.blocking.try_lock() {
+                    *slot = None;
+                }
                 Err(timeout_error("read the stream", budget))
             }
         }

@@ -240,6 +240,7 @@ async fn passwords_stay_out_of_debug_output_and_errors() {
     let error = RedisCache::connect(common::config(&wrong, "password"))
         .await
         .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config, "{error}");
     let rendered = format!("{error} {error:?} {:?}", std::error::Error::source(&error));
     assert!(!rendered.contains("wrong-hunter3"), "{rendered}");
 

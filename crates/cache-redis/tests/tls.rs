@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cache_core::testkit::fixtures::{policy, response};
-use cache_core::{CacheManager, PutOptions};
+use cache_core::{CacheManager, ErrorKind, PutOptions};
 use cache_redis::testing::{RedisServer, redis_tests_skipped};
 use cache_redis::{RedisCache, RedisConfig};
 
@@ -117,16 +117,16 @@ async fn rediss_urls_connect_over_tls_to_a_trusted_server_only() {
     assert_eq!(hit.response.body, Bytes::from_static(b"over tls"));
 
     // The system's roots do not include the private CA: the handshake is refused.
-    assert!(
-        RedisCache::connect(timeouts(RedisConfig::new(server.url())))
-            .await
-            .is_err()
-    );
+    let untrusted = RedisCache::connect(timeouts(RedisConfig::new(server.url())))
+        .await
+        .unwrap_err();
+    assert_eq!(untrusted.kind(), ErrorKind::Unavailable, "{untrusted}");
+    let source = format!("{:?}", std::error::Error::source(&untrusted));
+    assert!(source.to_lowercase().contains("certificate"), "{source}");
     // Plain text to the TLS port gets nowhere either.
     let plain = server.url().replacen("rediss://", "redis://", 1);
-    assert!(
-        RedisCache::connect(timeouts(RedisConfig::new(plain)))
-            .await
-            .is_err()
-    );
+    let refused = RedisCache::connect(timeouts(RedisConfig::new(plain)))
+        .await
+        .unwrap_err();
+    assert!(refused.is_temporary(), "{refused}");
 }
