@@ -43,9 +43,12 @@
 //! - **Failures**: a tier in [`FailureMode::Degrade`] (the default) is counted and
 //!   skipped; in [`FailureMode::Fail`] its error fails the operation.
 //! - **Invalidation**: `delete`, `delete_tag`, `delete_pattern` and `clear` reach every
-//!   tier and are published on the bus given to [`TieredBuilder::with_bus`]; events from
-//!   other instances are applied to the local tiers only (not to [`Tier::shared`] ones),
-//!   and `Resync` clears the local tiers.
+//!   tier and are published on the bus given to [`TieredBuilder::with_bus`], and so is a
+//!   delete of the key after every `put` (other instances drop their older copies);
+//!   events from other instances are applied to the local tiers only (not to
+//!   [`Tier::shared`] ones), `Resync` clears the local tiers, and so does the bus ending.
+//!   A promotion that races with a write or an invalidation of its key takes its copy
+//!   back, so it never revives what was just deleted.
 //! - **Coalescing**: [`TieredCache::get_or_fetch`]; typed values (any serde type, stored
 //!   as JSON) with [`TieredCache::get_or_compute_typed`] and [`TtlPreset`]s.
 //! - **Streaming**: a stack with a [`Tier::streaming`] tier is a
