@@ -63,7 +63,21 @@ fn print_tasks() {
     }
 }
 
+/// The workspace `cargo xtask` was run in: found from the current directory at run time,
+/// not compiled in, because one target directory can serve several checkouts (`.ci/run`
+/// reuses the developers' build) and the xtask binary in it may have been built from
+/// another checkout than the one it is asked to test.
 fn workspace_root() -> PathBuf {
+    if let Ok(current) = env::current_dir() {
+        for candidate in current.ancestors() {
+            let is_this_workspace = std::fs::read_to_string(candidate.join("Cargo.toml"))
+                .is_ok_and(|manifest| manifest.contains("[workspace]"))
+                && candidate.join("xtask").join("Cargo.toml").is_file();
+            if is_this_workspace {
+                return candidate.to_path_buf();
+            }
+        }
+    }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace root")
