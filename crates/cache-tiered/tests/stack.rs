@@ -517,3 +517,82 @@ async fn the_longest_ttls_are_capped_not_a_panic() {
     assert!(l1.get_entry("forever").unwrap().is_some());
     assert!(l2.get_entry("forever").unwrap().is_some());
 }
+
+/// A slower tier whose gets wait until the test lets them answer.
+struct GatedBackend {
+    inner: Arc<MemoryCache>,
+    reading: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl CacheManager for GatedBackend {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<Option<Arc<CacheEntry>>>> {
+        CacheFuture::new(async move {
+            // The answer is read first: what the slower tier held when it was asked.
+            let answer = self.inner.get(key).await;
+            self.reading.notify_one();
+            self.release.notified().await;
+            answer
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        response: CachedResponse,
+        policy: CachePolicy,
+        options: PutOptions,
+    ) -> CacheFuture<'a, Result<()>> {
+        self.inner.put(key, response, policy, options)
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<()>> {
+        self.inner.delete(key)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_racing_a_delete_does_not_bring_the_entry_back() {
+    let l1 = memory();
+    let reading = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let l2 = Arc::new(GatedBackend {
+        inner: memory(),
+        reading: reading.clone(),
+        release: release.clone(),
+    });
+    let stack = TieredCache::builder()
+        .tier(Tier::new(l1.clone()))
+        .tier(Tier::new(l2.clone()))
+        .build()
+        .await
+        .unwrap();
+    put_into(l2.inner.as_ref(), "k", b"old", ttl(100)).await;
+
+    // A get finds "k" in L2 and is held there, with the old entry in hand...
+    let get = tokio::spawn({
+        let stack = stack.clone();
+        async move { stack.get("k").await }
+    });
+    reading.notified().await;
+    // ...while the key is deleted everywhere.
+    let delete = tokio::spawn({
+        let stack = stack.clone();
+        async move { stack.delete("k").await }
+    });
+    // Deleting does not read, so it is not held; once it is through, the get goes on.
+    delete.await.unwrap().unwrap();
+    release.notify_one();
+    let answered = get.await.unwrap().unwrap();
+    assert!(
+        answered.is_some(),
+        "the get answers what it read before the delete"
+    );
+    // But it did not copy the deleted entry into L1.
+    assert!(l1.get_entry("k").unwrap().is_none());
+    assert_eq!(stack.stats().promotions, 0);
+}
