@@ -26,6 +26,26 @@ fn codec_benches(c: &mut Criterion) {
     group.bench_function("xxh3 of the envelope (part)", |b| {
         b.iter(|| black_box(xxhash_rust::xxh3::xxh3_64(&encoded[16..])));
     });
+    // The alternative to decoding a serialized policy: rebuilding it from the request and
+    // response heads it was made from (what a cheaper stored form would hold).
+    let (request_parts, ()) = http::Request::get(cached.url.as_str())
+        .body(())
+        .unwrap()
+        .into_parts();
+    let mut response_head = http::Response::new(());
+    *response_head.headers_mut() = cached.headers.clone();
+    let (response_parts, ()) = response_head.into_parts();
+    let response_time = SystemTime::now();
+    group.bench_function("CachePolicy::new_options from heads (part)", |b| {
+        b.iter(|| {
+            black_box(http_cache_semantics::CachePolicy::new_options(
+                &request_parts,
+                &response_parts,
+                response_time,
+                http_cache_semantics::CacheOptions::default(),
+            ))
+        });
+    });
     group.bench_function("encode_parts (whole entry)", |b| {
         b.iter(|| black_box(codec::encode_parts(key, &cached, &policy, &metadata).unwrap()));
     });
