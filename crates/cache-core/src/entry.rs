@@ -225,12 +225,32 @@ impl CacheEntry {
     /// fixed allowance for the policy, which holds a copy of the request and response
     /// headers).
     pub fn approximate_size(&self) -> usize {
-        const POLICY_OVERHEAD: usize = 512;
-        self.response.approximate_size()
-            + header_map_size(&self.response.headers)
-            + POLICY_OVERHEAD
-            + self.metadata.tags.iter().map(String::len).sum::<usize>()
+        Self::approximate_size_of(&self.response, &self.metadata.tags)
     }
+
+    /// [`approximate_size`](Self::approximate_size) of the entry `response` with `tags`
+    /// would make, without building it (to decide where a put may go).
+    pub fn approximate_size_of(response: &CachedResponse, tags: &[String]) -> usize {
+        entry_size(&response.url, &response.headers, response.body.len(), tags)
+    }
+
+    /// [`approximate_size`](Self::approximate_size) of an entry with this `head`, a body of
+    /// `body_len` bytes and `tags` (for streamed entries, whose body is not at hand).
+    pub fn approximate_size_for(head: &ResponseHead, body_len: u64, tags: &[String]) -> usize {
+        let body_len = usize::try_from(body_len).unwrap_or(usize::MAX);
+        entry_size(&head.url, &head.headers, body_len, tags)
+    }
+}
+
+/// The one size estimate of an entry: body, URL, the headers twice (the policy holds a
+/// copy), a fixed allowance for the rest of the policy, and the tags.
+fn entry_size(url: &Url, headers: &HeaderMap, body_len: usize, tags: &[String]) -> usize {
+    const POLICY_OVERHEAD: usize = 512;
+    body_len
+        .saturating_add(url.as_str().len())
+        .saturating_add(2 * header_map_size(headers))
+        .saturating_add(POLICY_OVERHEAD)
+        .saturating_add(tags.iter().map(String::len).sum::<usize>())
 }
 
 fn header_map_size(headers: &HeaderMap) -> usize {

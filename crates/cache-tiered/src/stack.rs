@@ -685,8 +685,7 @@ impl StackInner {
             self.ttl_policy
                 .storage_ttl(&policy, &response.headers, SystemTime::now())
         });
-        let size =
-            response.approximate_size() + options.tags().iter().map(String::len).sum::<usize>();
+        let size = CacheEntry::approximate_size_of(&response, options.tags());
         let writes = self.tiers.iter().map(|state| {
             let admitted = state.tier.admits(size);
             let options = options
@@ -875,6 +874,8 @@ impl StackInner {
             self.ttl_policy
                 .storage_ttl(&policy, &head.headers, SystemTime::now())
         });
+        // The entry's size without its body: the body's length is known once it is stored.
+        let size_without_body = CacheEntry::approximate_size_for(&head, 0, options.tags());
         let state = &self.tiers[index];
         let scaled_options = options
             .clone()
@@ -898,16 +899,15 @@ impl StackInner {
         }
         // The other tiers get the entry buffered when it fits them, read back once from
         // the streaming tier; the rest drop any older version they hold.
-        let size = usize::try_from(stored.len).unwrap_or(usize::MAX);
+        let size =
+            size_without_body.saturating_add(usize::try_from(stored.len).unwrap_or(usize::MAX));
         let mut buffered: Option<Arc<CacheEntry>> = None;
         let mut outcomes = Vec::with_capacity(self.tiers.len());
         for (other, state) in self.tiers.iter().enumerate() {
             if other == index {
                 continue;
             }
-            let copy = if state.tier.admits(size)
-                && u64::try_from(size).is_ok_and(|size| size <= self.stream_promotion_limit)
-            {
+            let copy = if state.tier.admits(size) && stored.len <= self.stream_promotion_limit {
                 if buffered.is_none() {
                     buffered = streaming.get(key).await.ok().flatten();
                 }
@@ -967,12 +967,14 @@ impl StackInner {
             bump(&state.counters.hits);
             bump(&self.counters.hits);
             let small = streamed.body_len <= self.stream_promotion_limit;
-            let wanted = self.tiers[..index].iter().any(|faster| {
-                faster.tier.accepts_promotions
-                    && faster
-                        .tier
-                        .admits(usize::try_from(streamed.body_len).unwrap_or(usize::MAX))
-            });
+            let size = CacheEntry::approximate_size_for(
+                &streamed.head,
+                streamed.body_len,
+                &streamed.metadata.tags,
+            );
+            let wanted = self.tiers[..index]
+                .iter()
+                .any(|faster| faster.tier.accepts_promotions && faster.tier.admits(size));
             if index == 0 || !small || !wanted || !self.promotion.hit_says_promote(key) {
                 return Ok(Some(streamed));
             }

@@ -98,8 +98,9 @@ impl Tier {
         self
     }
 
-    /// The largest entry (by [`CacheEntry::approximate_size`](cache_core::CacheEntry::approximate_size))
-    /// this tier stores; larger ones skip it. Default: no limit.
+    /// The largest entry (by [`CacheEntry::approximate_size`](cache_core::CacheEntry::approximate_size),
+    /// the one measure used for puts, promotions and streamed bodies) this tier stores;
+    /// larger ones skip it. Default: no limit.
     pub fn with_max_entry_bytes(mut self, max_entry_bytes: u64) -> Self {
         self.max_entry_bytes = Some(max_entry_bytes);
         self

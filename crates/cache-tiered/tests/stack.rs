@@ -222,6 +222,25 @@ async fn a_tier_skips_entries_over_its_size_limit_and_drops_older_versions() {
 }
 
 #[tokio::test]
+async fn puts_and_promotions_admit_by_the_same_size() {
+    let (response, policy) = fixture("edge", Bytes::from_static(b"exactly at the limit"));
+    let limit = CacheEntry::approximate_size_of(&response, &[]) as u64;
+    let (l1, l2) = (memory(), memory());
+    let stack = TieredCache::builder()
+        .tier(Tier::new(l1.clone()).with_max_entry_bytes(limit))
+        .tier(Tier::new(l2.clone()))
+        .build()
+        .await
+        .unwrap();
+    stack.put("edge", response, policy, ttl(100)).await.unwrap();
+    assert!(l1.get_entry("edge").unwrap().is_some(), "admitted by put");
+    l1.delete("edge").await.unwrap();
+    assert!(stack.get("edge").await.unwrap().is_some());
+    assert!(l1.get_entry("edge").unwrap().is_some(), "and by promotion");
+    assert_eq!(stack.stats().promotions, 1);
+}
+
+#[tokio::test]
 async fn statistics_are_exact_after_a_scripted_sequence() {
     let (l1, l2) = (memory(), memory());
     let stack = TieredCache::builder()
