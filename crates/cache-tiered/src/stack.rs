@@ -686,18 +686,30 @@ impl StackInner {
                 .storage_ttl(&policy, &response.headers, SystemTime::now())
         });
         let size = CacheEntry::approximate_size_of(&response, options.tags());
-        let writes = self.tiers.iter().map(|state| {
-            let admitted = state.tier.admits(size);
+        // One copy of the response per tier that takes it, the last taking the original.
+        let admitted: Vec<bool> = self
+            .tiers
+            .iter()
+            .map(|state| state.tier.admits(size))
+            .collect();
+        let copies = admitted.iter().filter(|&&admitted| admitted).count();
+        let mut payloads: Vec<(CachedResponse, CachePolicy)> = (1..copies)
+            .map(|_| (response.clone(), policy.clone()))
+            .collect();
+        payloads.push((response, policy));
+        let mut payloads = payloads.into_iter();
+        let writes = self.tiers.iter().zip(admitted).map(|(state, admitted)| {
             let options = options
                 .clone()
                 .with_ttl(scaled(base_ttl, state.tier.ttl_scale));
-            let (response, policy) = (response.clone(), policy.clone());
+            let payload = if admitted { payloads.next() } else { None };
             async move {
                 // A tier that does not take the new version must not keep the old one.
-                let result = if admitted {
-                    state.tier.manager.put(key, response, policy, options).await
-                } else {
-                    state.tier.manager.delete(key).await
+                let result = match payload {
+                    Some((response, policy)) => {
+                        state.tier.manager.put(key, response, policy, options).await
+                    }
+                    None => state.tier.manager.delete(key).await,
                 };
                 if result.is_ok() && admitted && !base_ttl.is_zero() {
                     bump(&state.counters.puts);
