@@ -238,3 +238,39 @@ async fn small_bodies_reach_memory_and_large_ones_stay_in_the_streaming_tier() {
     assert_eq!(stats.promotions, 1);
     assert_eq!((stats.tiers[0].puts, stats.tiers[1].puts), (1, 3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_over_the_content_addressed_store_passes_the_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = cache_streaming::StreamingStore::open(
+        cache_streaming::StreamingConfig::new(dir.path()).with_capacity_bytes(1 << 30),
+    )
+    .await
+    .unwrap();
+    let memory = Arc::new(
+        MemoryCache::builder()
+            .with_capacity_bytes(256 << 20)
+            .build(),
+    );
+    let stack = TieredCache::builder()
+        .tier(Tier::new(memory).with_max_entry_bytes(64 * 1024))
+        .tier(Tier::streaming(Arc::new(store)))
+        .build()
+        .await
+        .unwrap();
+    let stack = Arc::new(stack);
+    let report = run_all(&Suite::new(stack.clone()).with_streaming(stack)).await;
+    // Both tiers support tags, patterns, clear and stats; counts, sizes and stored bytes
+    // belong to the tiers.
+    assert_eq!(
+        report.skipped_names(),
+        [
+            "entry_count",
+            "size_bytes",
+            "health",
+            "corrupt_entries_become_misses",
+            "no_credentials_at_rest",
+        ]
+    );
+    assert_eq!(report.passed.len(), 22);
+}
