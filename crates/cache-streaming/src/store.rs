@@ -860,14 +860,18 @@ impl Inner {
                 *client = None;
                 return Err(body_error(key, message));
             }
+            // The client gets the chunk first, so a failure of the store below never
+            // leaves a gap in what the client receives (the rest is forwarded by the tee).
+            if client.is_some() {
+                to_client(client, Ok(data.clone())).await;
+            }
             if received.saturating_add(ENTRY_OVERHEAD) > self.capacity_bytes {
                 return Err(self.too_large(key, received.saturating_add(ENTRY_OVERHEAD)));
             }
             writer
-                .push(data.clone())
+                .push(data)
                 .await
                 .map_err(|error| error.with_key(key))?;
-            to_client(client, Ok(data)).await;
         }
         if let Some(declared) = declared {
             if received != declared {

@@ -456,6 +456,27 @@ async fn tee_hands_on_every_byte_while_the_entry_is_stored() {
         stored.await.expect_err("invalid key").kind(),
         ErrorKind::InvalidKey
     );
+
+    // A store that gives up half-way (the body outgrows its capacity) still serves the
+    // client every byte, without a gap.
+    let small_dir = tempfile::tempdir().unwrap();
+    let small = open(small_dir.path(), 1024 * 1024).await;
+    let (client, stored) = small.tee(
+        "too-big",
+        head(),
+        policy(&template),
+        chunked(&upstream),
+        hour(),
+    );
+    let served = body::collect(client, usize::MAX)
+        .await
+        .expect("the client's body");
+    assert!(served == upstream, "the client must get the whole body");
+    assert_eq!(
+        stored.await.expect_err("too large").kind(),
+        ErrorKind::TooLarge
+    );
+    assert!(small.get("too-big").await.unwrap().is_none());
 }
 
 #[tokio::test]
