@@ -32,6 +32,8 @@
 //! # Features
 //!
 //! - `testkit`: the conformance suite ([`testkit`]), for backends' tests.
+//!
+//! Writing a backend of your own: [`guide`].
 
 pub mod body;
 pub mod bus;
@@ -39,6 +41,7 @@ pub mod codec;
 mod entry;
 mod error;
 mod future;
+pub mod guide;
 mod key;
 mod manager;
 #[cfg(feature = "testkit")]
