@@ -83,7 +83,9 @@ fn http_client_benches(c: &mut Criterion) {
         format!("http://{address}/item")
     });
     let ours = client(HttpCacheAdapter::new(Arc::new(
-        MemoryCache::builder().with_capacity_bytes(256 << 20).build(),
+        MemoryCache::builder()
+            .with_capacity_bytes(256 << 20)
+            .build(),
     )));
     let peer = client(MokaManager::new(moka::future::Cache::new(10_000)));
     for warm in [&ours, &peer] {
