@@ -22,7 +22,7 @@ pub fn from_http_cache_response(response: HttpResponse) -> Result<CachedResponse
     let status = StatusCode::from_u16(response.status)
         .map_err(|_| invalid(format!("{} is not an HTTP status", response.status)))?;
     let mut headers = HeaderMap::new();
-    for (name, value) in response.headers.iter() {
+    for (name, value) in &response.headers {
         let header_name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| invalid(format!("{name:?} is not a header name")))?;
         let header_value = HeaderValue::from_bytes(value.as_bytes())
@@ -82,7 +82,7 @@ fn to_hex(bytes: &[u8]) -> String {
 }
 
 fn from_hex(hex: &[u8]) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     hex.chunks_exact(2)

@@ -69,7 +69,7 @@ struct Inner {
 
 /// What a lookup under a key's lock found.
 enum Lookup {
-    Found(StoredMetadata, std::fs::File),
+    Found(Box<StoredMetadata>, std::fs::File),
     Missing,
     /// Expired, and removed.
     Expired,
@@ -678,7 +678,7 @@ impl Inner {
             self.open_locked(key)?
         };
         match outcome {
-            Lookup::Found(stored, file) => return Ok(Some((stored, file))),
+            Lookup::Found(stored, file) => return Ok(Some((*stored, file))),
             Lookup::Missing => {}
             Lookup::Expired => self.counters.add_expirations(1),
             Lookup::Corrupt => self.counters.add_corrupt_entries(1),
@@ -738,7 +738,7 @@ impl Inner {
         if file_len != stored.body.len {
             return Ok(Lookup::CorruptBody(digest));
         }
-        Ok(Lookup::Found(stored, file))
+        Ok(Lookup::Found(Box::new(stored), file))
     }
 
     fn get_blocking(&self, key: &str) -> Result<Option<Arc<CacheEntry>>> {

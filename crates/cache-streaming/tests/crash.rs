@@ -35,10 +35,10 @@ async fn open(dir: &Path) -> StreamingStore {
 }
 
 async fn write_until_killed(store: StreamingStore) {
-    let mut lanes = Vec::new();
+    let mut lanes = tokio::task::JoinSet::new();
     for lane in 0..4u64 {
         let store = store.clone();
-        lanes.push(tokio::spawn(async move {
+        lanes.spawn(async move {
             let mut sequence = lane;
             loop {
                 let mut cached = response("https://crash.example/big", Bytes::new());
@@ -64,12 +64,10 @@ async fn write_until_killed(store: StreamingStore) {
                     .expect("the crash writer's put");
                 sequence += 4;
             }
-        }));
+        });
     }
-    for lane in lanes {
-        // The lanes write until the process is killed: awaiting one only ever ends in
-        // its failure.
-        let Err(error) = lane.await;
+    // The lanes write until the process is killed: one only ever ends by failing.
+    if let Some(Err(error)) = lanes.join_next().await {
         panic!("a crash writer task failed: {error}");
     }
 }
