@@ -56,7 +56,11 @@ fn streaming_benches(c: &mut Criterion) {
     let sha256_store = Arc::new(open("ours-sha256", ReadVerification::Sha256));
     let (cached, _) = response();
     let policy = policy_for(&cached);
-    let (head, _) = cached.into_head_and_body();
+    let (mut head, _) = cached.into_head_and_body();
+    head.headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(BODY_BYTES),
+    );
     let template: Bytes = (0..BODY_BYTES)
         .map(|n| (n % 251) as u8)
         .collect::<Vec<_>>()
@@ -73,7 +77,7 @@ fn streaming_benches(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("streaming/put_64MiB");
     group.sample_size(10);
-    group.measurement_time(Duration::from_secs(15));
+    group.measurement_time(Duration::from_secs(10));
     group.bench_function("cache-streaming put_stream", |b| {
         b.to_async(&rt).iter_batched(
             unique_body,
@@ -148,7 +152,7 @@ fn streaming_benches(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("streaming/get_64MiB");
     group.sample_size(10);
-    group.measurement_time(Duration::from_secs(10));
+    group.measurement_time(Duration::from_secs(8));
     group.bench_function("cache-streaming get_stream", |b| {
         b.to_async(&rt).iter(|| read_all(Arc::clone(&store)));
     });
