@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use cache_core::testkit::crash::files_below;
 use cache_core::testkit::fixtures::{policy, random_bytes, response};
 use cache_core::{
     BoxBody, BoxError, CacheManager, ErrorKind, PutOptions, ResponseHead, StreamingCacheManager,
@@ -61,21 +62,6 @@ async fn streamed_body(store: &StreamingStore, key: &str) -> Option<Bytes> {
     )
 }
 
-fn files_in(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |entries| {
-        entries
-            .flatten()
-            .map(|entry| {
-                if entry.path().is_dir() {
-                    files_in(&entry.path())
-                } else {
-                    1
-                }
-            })
-            .sum()
-    })
-}
-
 fn bytes_in(dir: &Path) -> u64 {
     std::fs::read_dir(dir).map_or(0, |entries| {
         entries
@@ -116,9 +102,9 @@ async fn one_body_under_32_keys_is_stored_once_and_freed_by_the_last_key() {
         put.await.expect("a put task panicked");
     }
     assert_eq!(store.body_count(), 1);
-    assert_eq!(files_in(&bodies_dir(dir.path())), 1);
+    assert_eq!(files_below(&bodies_dir(dir.path())), 1);
     assert_eq!(
-        files_in(&tmp_dir(dir.path())),
+        files_below(&tmp_dir(dir.path())),
         0,
         "every redundant copy is gone"
     );
@@ -142,7 +128,7 @@ async fn one_body_under_32_keys_is_stored_once_and_freed_by_the_last_key() {
     }
     assert_eq!(store.body_count(), 0);
     assert_eq!(
-        files_in(&bodies_dir(dir.path())),
+        files_below(&bodies_dir(dir.path())),
         0,
         "the body file is freed"
     );
@@ -160,7 +146,7 @@ async fn overwriting_a_key_releases_its_old_body_but_not_a_shared_one() {
     assert_eq!(store.body_count(), 2, "first is still used by b");
     put_streamed(&store, "b", &second).await;
     assert_eq!(store.body_count(), 1, "nothing uses first any more");
-    assert_eq!(files_in(&bodies_dir(dir.path())), 1);
+    assert_eq!(files_below(&bodies_dir(dir.path())), 1);
     assert!(streamed_body(&store, "a").await.as_ref() == Some(&second));
     assert!(streamed_body(&store, "b").await.as_ref() == Some(&second));
 }
@@ -234,8 +220,12 @@ async fn failed_short_long_and_dropped_puts_leave_nothing_after_a_sweep() {
         );
     }
     store.sweep().await.unwrap();
-    assert_eq!(files_in(&tmp_dir(dir.path())), 0, "stray temporary files");
-    assert_eq!(files_in(&bodies_dir(dir.path())), 0, "stray bodies");
+    assert_eq!(
+        files_below(&tmp_dir(dir.path())),
+        0,
+        "stray temporary files"
+    );
+    assert_eq!(files_below(&bodies_dir(dir.path())), 0, "stray bodies");
     assert_eq!(store.body_count(), 0);
     assert_eq!(store.entry_count().await.unwrap(), 0);
 }
@@ -304,7 +294,7 @@ async fn a_corrupt_or_truncated_body_is_a_miss_for_a_buffered_get() {
     assert!(store.get("truncated").await.unwrap().is_none());
     assert_eq!(store.stats().unwrap().corrupt_entries, 2);
     assert_eq!(store.body_count(), 0);
-    assert_eq!(files_in(&bodies_dir(dir.path())), 0);
+    assert_eq!(files_below(&bodies_dir(dir.path())), 0);
 }
 
 #[tokio::test]
@@ -343,7 +333,7 @@ async fn entries_and_references_survive_a_reopen_and_expired_ones_do_not() {
         "recounted references"
     );
     store.delete("two").await.unwrap();
-    assert_eq!(files_in(&bodies_dir(dir.path())), 0);
+    assert_eq!(files_below(&bodies_dir(dir.path())), 0);
 }
 
 #[tokio::test]
@@ -508,7 +498,7 @@ async fn sweeps_remove_orphaned_bodies_and_stale_temporary_files_only() {
     assert_eq!(report.temporary_files, 1);
     assert_eq!(store.sweep().await.unwrap(), SweepReport::default());
     assert!(streamed_body(&store, "kept").await.as_ref() == Some(&kept));
-    assert_eq!(files_in(&bodies_dir(dir.path())), 1);
+    assert_eq!(files_below(&bodies_dir(dir.path())), 1);
 }
 
 #[tokio::test]
@@ -543,7 +533,7 @@ async fn a_body_larger_than_the_capacity_is_refused_without_an_entry() {
         .expect_err("declared too large");
     assert_eq!(error.kind(), ErrorKind::TooLarge);
     store.sweep().await.unwrap();
-    assert_eq!(files_in(&dir.path().join("v1")), 0);
+    assert_eq!(files_below(&dir.path().join("v1")), 0);
 }
 
 #[tokio::test]
