@@ -16,8 +16,7 @@ use cache_core::{
 use crate::config::CacacheConfig;
 use crate::index::{INDEX_LINE_OVERHEAD, Index, IndexEntry, MAX_BUCKET_LINES};
 use crate::layout::{
-    bucket_path, compact_bucket, content_path, content_root, index_root, is_sha256,
-    remove_file_if_present,
+    bucket_path, content_path, content_root, index_root, is_sha256, remove_file_if_present,
 };
 
 const NAME: &str = "cacache";
@@ -343,17 +342,21 @@ impl Inner {
         .collect();
 
         let key_guard = self.key_lock(key);
-        // The new version is committed first (content, then its index line appended to
-        // the key's bucket); readers see the old version until the index switches. Then
-        // the old content goes, and once the bucket holds more than `MAX_BUCKET_LINES`
-        // lines it is rewritten to its last line, so it stays bounded however often the
-        // key is written. A crash in between leaves the new version (the bucket's last
-        // line) and an orphan the sweep removes.
+        // The new version is committed first: its content, then its index line in the
+        // key's bucket; readers see the old version until the in-memory index switches.
+        // Then the old content goes. The bucket is append-only in cacache; once it holds
+        // `MAX_BUCKET_LINES` lines it is removed before the new line is written, so the
+        // new line starts a fresh bucket and a key written any number of times keeps a
+        // bucket of at most that many lines. A crash before the new line is written loses
+        // the key (a miss; its content is an orphan the sweep removes), never tears it.
+        //
+        // The content is written without a declared size (with one, cacache built with
+        // its `mmap` feature, which another crate of a build may switch on, preallocates
+        // and maps the file: dearer than one plain write of a small entry); the index
+        // line records the size.
         let mut writer = WriteOpts::new()
             .algorithm(cacache::Algorithm::Sha256)
-            .size(envelope.len())
-            .metadata(index_metadata)
-            .open_sync(&self.dir, key)
+            .open_hash_sync(&self.dir)
             .map_err(|error| cacache_error(error, "cannot open a content writer", key))?;
         writer.write_all(&envelope).map_err(|error| {
             Error::new(ErrorKind::Io, NAME, "cannot write content")
@@ -362,31 +365,41 @@ impl Inner {
         })?;
         let integrity = writer
             .commit()
-            .map_err(|error| cacache_error(error, "cannot commit the entry", key))?;
+            .map_err(|error| cacache_error(error, "cannot commit the content", key))?;
+        let old_lines = lock(&self.index).peek(key).map(|old| old.bucket_lines);
+        let bucket_lines = match old_lines {
+            Some(lines) if lines >= MAX_BUCKET_LINES => {
+                let bucket = bucket_path(&self.dir, key);
+                remove_file_if_present(&bucket)
+                    .map_err(|error| io_error(error, "cannot remove", &bucket))?;
+                1
+            }
+            Some(lines) => lines + 1,
+            None => 1,
+        };
+        cacache::index::insert(
+            &self.dir,
+            key,
+            WriteOpts::new()
+                .integrity(integrity.clone())
+                .size(envelope.len())
+                .metadata(index_metadata),
+        )
+        .map_err(|error| cacache_error(error, "cannot commit the entry", key))?;
         let mut entry = IndexEntry::new(
             integrity.clone(),
             envelope.len() as u64,
             metadata.expires_at,
             metadata.tags,
         );
-        let (replaced, evicted) = {
-            let mut index = lock(&self.index);
-            entry.bucket_lines = index
-                .peek(key)
-                .map_or(1, |old| old.bucket_lines.saturating_add(1));
-            index.insert(key.to_owned(), entry, self.capacity_bytes)
-        };
+        entry.bucket_lines = bucket_lines;
+        let (replaced, evicted) =
+            lock(&self.index).insert(key.to_owned(), entry, self.capacity_bytes);
         if let Some(old) = replaced {
             if old.integrity != integrity {
                 let content = content_path(&self.dir, &old.integrity);
                 remove_file_if_present(&content)
                     .map_err(|error| io_error(error, "cannot remove", &content))?;
-            }
-            if old.bucket_lines.saturating_add(1) > MAX_BUCKET_LINES {
-                let bucket = bucket_path(&self.dir, key);
-                compact_bucket(&self.dir, key)
-                    .map_err(|error| io_error(error, "cannot compact", &bucket))?;
-                lock(&self.index).set_bucket_lines(key, 1);
             }
         }
         drop(key_guard);

@@ -78,13 +78,6 @@ impl Index {
         self.entries.get(key)
     }
 
-    /// Records that the bucket of `key` now holds `lines` lines.
-    pub(crate) fn set_bucket_lines(&mut self, key: &str, lines: u32) {
-        if let Some(entry) = self.entries.get_mut(key) {
-            entry.bucket_lines = lines;
-        }
-    }
-
     /// Inserts `entry` as the most recently used (replacing any entry under `key`) and
     /// removes least recently used entries until the total fits `capacity_bytes`. Returns
     /// the replaced entry and the evicted ones; their files are the caller's to remove.

@@ -53,29 +53,6 @@ pub(crate) fn index_root(dir: &Path) -> PathBuf {
     dir.join("index-v5")
 }
 
-/// Rewrites `key`'s bucket to hold only its last line (the entry just written), through
-/// a temporary file and a rename, so a crash leaves either the old bucket or the new one.
-pub(crate) fn compact_bucket(dir: &Path, key: &str) -> std::io::Result<()> {
-    let bucket = bucket_path(dir, key);
-    let contents = std::fs::read(&bucket)?;
-    let Some(last) = contents
-        .split(|byte| *byte == b'\n')
-        .rev()
-        .find(|line| !line.is_empty())
-    else {
-        return Ok(());
-    };
-    let mut compacted = Vec::with_capacity(last.len() + 1);
-    compacted.push(b'\n');
-    compacted.extend_from_slice(last);
-    if compacted.len() == contents.len() {
-        return Ok(());
-    }
-    let temporary = bucket.with_extension("compacting");
-    std::fs::write(&temporary, &compacted)?;
-    std::fs::rename(&temporary, &bucket)
-}
-
 /// Removes a file, treating "already gone" as done.
 pub(crate) fn remove_file_if_present(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path) {

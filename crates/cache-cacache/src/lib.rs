@@ -38,12 +38,13 @@
 //!   entries go first, and the cap is applied again at open (recency after a restart
 //!   follows write time). Directories are not counted.
 //! - **Bounded index**: overwriting a key removes its old content and appends one line
-//!   to cacache's append-only bucket; a bucket holding more than four lines is rewritten
-//!   to its last one, so a key written 10,000 times has a bucket of at most four lines
-//!   (each at most one small JSON line; the size cap's margin covers them). Deleting a
-//!   key removes its bucket and content.
+//!   to cacache's append-only bucket; a write that finds four lines there removes the
+//!   bucket first and starts a new one with its line, so a key written 10,000 times has
+//!   a bucket of at most four lines (each one small JSON line; the size cap's margin
+//!   covers them). Deleting a key removes its bucket and content.
 //! - **Crashes**: content is written to a temporary file and renamed; an interrupted write
-//!   leaves either the old state or orphans that the sweep at open removes. A torn or
+//!   leaves either the old state or orphans that the sweep at open removes (a crash
+//!   while a full bucket is started anew loses that key: a miss). A torn or
 //!   corrupt file is a miss (and is removed), never a panic. Power loss is not covered:
 //!   cacache does not fsync.
 //! - **No blocking on the executor**: every file operation runs in `spawn_blocking`.

@@ -80,7 +80,28 @@ pub struct DecodedHead {
 
 /// Encodes an entry with its body into one envelope.
 pub fn encode(key: &str, entry: &CacheEntry) -> Result<Vec<u8>> {
-    encode_parts(key, &entry.response, &entry.policy, &entry.metadata)
+    let response = &entry.response;
+    let head = HeadRef {
+        status: response.status,
+        version: response.version,
+        headers: &response.headers,
+        url: &response.url,
+    };
+    // An entry read from an envelope carries its policy's serialized (already redacted)
+    // bytes: they are written again as they are, without decoding them.
+    let policy = match entry.serialized_policy() {
+        Some(serialized) => PolicyRef::Serialized(serialized),
+        None => PolicyRef::Decoded(entry.try_policy()?),
+    };
+    write_envelope(
+        &[],
+        key,
+        head,
+        policy,
+        &entry.metadata,
+        response.body.len() as u64,
+        Some(&response.body[..]),
+    )
 }
 
 /// Encodes a response, its policy and metadata into one envelope, without building a
@@ -102,7 +123,7 @@ pub fn encode_parts(
         &[],
         key,
         head,
-        policy,
+        PolicyRef::Decoded(policy),
         metadata,
         body.len() as u64,
         Some(body),
@@ -130,11 +151,74 @@ pub fn encode_parts_with_prefix(
         prefix,
         key,
         head,
-        policy,
+        PolicyRef::Decoded(policy),
         metadata,
         body.len() as u64,
         Some(body),
     )
+}
+
+/// An envelope whose body is borrowed, not copied: its fixed header and metadata in one
+/// small buffer, then the response's body. For backends that hand the bytes straight to a
+/// writer (a Redis command, a socket, a file) and so need not assemble them in a buffer
+/// of their own first. [`write_to`](Self::write_to) writes exactly the bytes
+/// [`encode_parts`] returns.
+#[derive(Debug)]
+pub struct BorrowedEnvelope<'a> {
+    head: Vec<u8>,
+    body: &'a [u8],
+}
+
+impl BorrowedEnvelope<'_> {
+    /// The envelope's length in bytes.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    /// Always false: an envelope has at least its fixed header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Writes the whole envelope to `out`.
+    pub fn write_to(&self, mut out: impl std::io::Write) -> std::io::Result<()> {
+        out.write_all(&self.head)?;
+        out.write_all(self.body)
+    }
+}
+
+/// [`encode_parts`] without copying the body: see [`BorrowedEnvelope`].
+pub fn encode_parts_borrowed<'a>(
+    key: &str,
+    response: &'a CachedResponse,
+    policy: &CachePolicy,
+    metadata: &EntryMetadata,
+) -> Result<BorrowedEnvelope<'a>> {
+    let head = HeadRef {
+        status: response.status,
+        version: response.version,
+        headers: &response.headers,
+        url: &response.url,
+    };
+    let body = &response.body[..];
+    let mut envelope_head = write_head(
+        &[],
+        0,
+        key,
+        head,
+        PolicyRef::Decoded(policy),
+        metadata,
+        body.len() as u64,
+        false,
+    )?;
+    let mut checksum = xxhash_rust::xxh3::Xxh3::new();
+    checksum.update(&envelope_head[CHECKSUM_START..]);
+    checksum.update(body);
+    envelope_head[8..16].copy_from_slice(&checksum.digest().to_le_bytes());
+    Ok(BorrowedEnvelope {
+        head: envelope_head,
+        body,
+    })
 }
 
 /// Encodes a head-only envelope for a body of `body_len` bytes that the backend stores
@@ -152,34 +236,51 @@ pub fn encode_head(
         headers: &head.headers,
         url: &head.url,
     };
-    write_envelope(&[], key, head, policy, metadata, body_len, None)
+    write_envelope(
+        &[],
+        key,
+        head,
+        PolicyRef::Decoded(policy),
+        metadata,
+        body_len,
+        None,
+    )
 }
 
 /// Decodes an envelope with its body. Any defect is an error of kind
 /// [`ErrorKind::CorruptEntry`].
+///
+/// The entry's policy stays in its serialized form (a zero-copy slice of `bytes`, covered
+/// by the checksum) until [`CacheEntry::policy`] is first called.
 pub fn decode(bytes: Bytes) -> Result<DecodedEntry> {
-    let fixed = read_fixed_header(&bytes, false)?;
-    let body_start = FIXED_HEADER_LEN + fixed.metadata_len;
-    let body = bytes.slice(body_start..);
-    let parsed = parse_metadata(&bytes, FIXED_HEADER_LEN..body_start)?;
-    Ok(DecodedEntry {
-        key: parsed.key,
-        entry: CacheEntry::new(
-            CachedResponse::from_head_and_body(parsed.head, body),
-            parsed.policy,
-            parsed.metadata,
-        ),
-    })
+    let (key_range, entry) = decode_entry(&bytes)?;
+    let key = std::str::from_utf8(&bytes[key_range])
+        .map_err(|_| corrupt("the key is not utf-8"))?
+        .to_owned();
+    Ok(DecodedEntry { key, entry })
 }
 
 /// Decodes an envelope and checks that it was written for `key`; an envelope written
-/// for another key (a hash collision in the backend) is a corrupt entry.
+/// for another key (a hash collision in the backend) is a corrupt entry. Like [`decode`],
+/// the policy is decoded on first use.
 pub fn decode_for_key(bytes: Bytes, key: &str) -> Result<CacheEntry> {
-    let decoded = decode(bytes)?;
-    if decoded.key != key {
+    let (key_range, entry) = decode_entry(&bytes)?;
+    if bytes[key_range] != *key.as_bytes() {
         return Err(corrupt("the entry was stored for another key").with_key(key));
     }
-    Ok(decoded.entry)
+    Ok(entry)
+}
+
+fn decode_entry(bytes: &Bytes) -> Result<(std::ops::Range<usize>, CacheEntry)> {
+    let fixed = read_fixed_header(bytes, false)?;
+    let body_start = FIXED_HEADER_LEN + fixed.metadata_len;
+    let parsed = parse_metadata(bytes, FIXED_HEADER_LEN..body_start)?;
+    let entry = CacheEntry::with_serialized_policy(
+        CachedResponse::from_head_and_body(parsed.head, bytes.slice(body_start..)),
+        bytes.slice(parsed.policy),
+        parsed.metadata,
+    );
+    Ok((parsed.key, entry))
 }
 
 /// Decodes a head-only envelope written by [`encode_head`].
@@ -187,10 +288,13 @@ pub fn decode_head(bytes: Bytes) -> Result<DecodedHead> {
     let fixed = read_fixed_header(&bytes, true)?;
     let end = FIXED_HEADER_LEN + fixed.metadata_len;
     let parsed = parse_metadata(&bytes, FIXED_HEADER_LEN..end)?;
+    let key = std::str::from_utf8(&bytes[parsed.key])
+        .map_err(|_| corrupt("the key is not utf-8"))?
+        .to_owned();
     Ok(DecodedHead {
-        key: parsed.key,
+        key,
         head: parsed.head,
-        policy: parsed.policy,
+        policy: decode_policy(&bytes[parsed.policy])?,
         metadata: parsed.metadata,
         body_len: fixed.body_len,
     })
@@ -287,6 +391,14 @@ fn redact_request_credentials(serialized: Vec<u8>) -> Result<Vec<u8>> {
     Ok(redacted)
 }
 
+/// The policy as `write_envelope` takes it: decoded, or already serialized by
+/// [`encode_policy`].
+#[derive(Clone, Copy)]
+enum PolicyRef<'a> {
+    Decoded(&'a CachePolicy),
+    Serialized(&'a [u8]),
+}
+
 #[derive(Clone, Copy)]
 struct HeadRef<'a> {
     status: StatusCode,
@@ -299,12 +411,55 @@ fn write_envelope(
     prefix: &[u8],
     key: &str,
     head: HeadRef<'_>,
-    policy: &CachePolicy,
+    policy: PolicyRef<'_>,
     metadata: &EntryMetadata,
     body_len: u64,
     body: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
-    let policy_bytes = encode_policy(policy)?;
+    let body_bytes = body.map_or(0, <[u8]>::len);
+    let mut out = write_head(
+        prefix,
+        body_bytes,
+        key,
+        head,
+        policy,
+        metadata,
+        body_len,
+        body.is_none(),
+    )?;
+    let base = prefix.len();
+    if let Some(body) = body {
+        out.extend_from_slice(body);
+    }
+    let checksum = xxhash_rust::xxh3::xxh3_64(&out[base + CHECKSUM_START..]);
+    out[base + 8..base + 16].copy_from_slice(&checksum.to_le_bytes());
+    Ok(out)
+}
+
+/// Writes `prefix`, the fixed header (checksum left zero) and the metadata into a buffer
+/// with room for `body_capacity` more bytes.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one envelope head, passed once"
+)]
+fn write_head(
+    prefix: &[u8],
+    body_capacity: usize,
+    key: &str,
+    head: HeadRef<'_>,
+    policy: PolicyRef<'_>,
+    metadata: &EntryMetadata,
+    body_len: u64,
+    detached: bool,
+) -> Result<Vec<u8>> {
+    let encoded_policy;
+    let policy_bytes: &[u8] = match policy {
+        PolicyRef::Decoded(policy) => {
+            encoded_policy = encode_policy(policy)?;
+            &encoded_policy
+        }
+        PolicyRef::Serialized(serialized) => serialized,
+    };
     let headers_len: usize = head
         .headers
         .iter()
@@ -325,18 +480,14 @@ fn write_envelope(
         + tags_len
         + 4
         + policy_bytes.len();
-    let body_bytes = body.map_or(0, <[u8]>::len);
-    let mut out = Vec::with_capacity(prefix.len() + FIXED_HEADER_LEN + metadata_len + body_bytes);
+    let mut out =
+        Vec::with_capacity(prefix.len() + FIXED_HEADER_LEN + metadata_len + body_capacity);
 
     out.extend_from_slice(prefix);
     let base = prefix.len();
     out.extend_from_slice(&MAGIC);
     out.push(FORMAT_VERSION);
-    out.push(if body.is_some() {
-        0
-    } else {
-        FLAG_BODY_DETACHED
-    });
+    out.push(if detached { FLAG_BODY_DETACHED } else { 0 });
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(&[0; 8]);
     out.extend_from_slice(&u32_len(metadata_len, "metadata")?.to_le_bytes());
@@ -360,14 +511,8 @@ fn write_envelope(
     for tag in &metadata.tags {
         put_bytes32(&mut out, tag.as_bytes(), "tag")?;
     }
-    put_bytes32(&mut out, &policy_bytes, "policy")?;
+    put_bytes32(&mut out, policy_bytes, "policy")?;
     debug_assert_eq!(out.len(), base + FIXED_HEADER_LEN + metadata_len);
-
-    if let Some(body) = body {
-        out.extend_from_slice(body);
-    }
-    let checksum = xxhash_rust::xxh3::xxh3_64(&out[base + CHECKSUM_START..]);
-    out[base + 8..base + 16].copy_from_slice(&checksum.to_le_bytes());
     Ok(out)
 }
 
@@ -469,10 +614,11 @@ fn read_fixed_header(bytes: &[u8], head_only: bool) -> Result<FixedHeader> {
     })
 }
 
+/// The parsed metadata; the key and the serialized policy as ranges of the envelope.
 struct ParsedMetadata {
-    key: String,
+    key: std::ops::Range<usize>,
     head: ResponseHead,
-    policy: CachePolicy,
+    policy: std::ops::Range<usize>,
     metadata: EntryMetadata,
 }
 
@@ -482,7 +628,8 @@ fn parse_metadata(bytes: &Bytes, range: std::ops::Range<usize>) -> Result<Parsed
         position: range.start,
         end: range.end,
     };
-    let key = reader.string("key")?;
+    let key_len = reader.u32()? as usize;
+    let key = reader.take_range(key_len, "key")?;
     let stored_at = from_unix_nanos(reader.u64()?);
     let expires_at = from_unix_nanos(reader.u64()?);
     let status =
@@ -522,7 +669,7 @@ fn parse_metadata(bytes: &Bytes, range: std::ops::Range<usize>) -> Result<Parsed
     }
 
     let policy_len = reader.u32()? as usize;
-    let policy = decode_policy(reader.take(policy_len, "policy")?)?;
+    let policy = reader.take_range(policy_len, "policy")?;
     if reader.remaining() != 0 {
         return Err(corrupt("the metadata has trailing bytes"));
     }

@@ -1,11 +1,14 @@
 //! The stored entry: the response as it was, its cache policy and its storage metadata.
 
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode, Version};
 use http_cache_semantics::CachePolicy;
 use url::Url;
+
+use crate::error::{Error, ErrorKind, Result};
 
 /// An HTTP response as a cache stores it: status, version, every header, the URL that
 /// produced it and the whole body.
@@ -200,15 +203,41 @@ impl EntryMetadata {
 
 /// A cached response with its policy and metadata, as returned by
 /// [`CacheManager::get`](crate::CacheManager::get).
+///
+/// An entry read from bytes (every backend but the in-memory one) keeps its policy in
+/// serialized form until [`policy`](Self::policy) is first called: a hit that is served
+/// without consulting the policy (a storage-fresh hit in a stack, a promotion into memory
+/// that is then read many times) does not pay for decoding it. The envelope's checksum
+/// has already verified those bytes when the entry was read.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CacheEntry {
     /// The response as it was stored.
     pub response: CachedResponse,
-    /// The `http-cache-semantics` policy that decides whether the response may be reused.
-    pub policy: CachePolicy,
     /// When it was stored, when it expires, its tags.
     pub metadata: EntryMetadata,
+    policy: EntryPolicy,
+}
+
+/// The policy of an entry: decoded, or still serialized until first used.
+#[derive(Debug, Clone)]
+struct EntryPolicy {
+    decoded: OnceLock<CachePolicy>,
+    /// The codec's serialized policy, when the entry was read from an envelope.
+    serialized: Option<Bytes>,
+}
+
+impl EntryPolicy {
+    fn decode(&self) -> Result<CachePolicy> {
+        match &self.serialized {
+            Some(serialized) => crate::codec::decode_policy(serialized),
+            None => Err(Error::new(
+                ErrorKind::CorruptEntry,
+                "codec",
+                "the entry holds no policy",
+            )),
+        }
+    }
 }
 
 impl CacheEntry {
@@ -216,9 +245,81 @@ impl CacheEntry {
     pub fn new(response: CachedResponse, policy: CachePolicy, metadata: EntryMetadata) -> Self {
         Self {
             response,
-            policy,
             metadata,
+            policy: EntryPolicy {
+                decoded: OnceLock::from(policy),
+                serialized: None,
+            },
         }
+    }
+
+    /// Assembles an entry whose policy is still in the codec's serialized form (what
+    /// [`codec::encode_policy`](crate::codec::encode_policy) wrote); it is decoded when
+    /// first used.
+    pub fn with_serialized_policy(
+        response: CachedResponse,
+        serialized_policy: Bytes,
+        metadata: EntryMetadata,
+    ) -> Self {
+        Self {
+            response,
+            metadata,
+            policy: EntryPolicy {
+                decoded: OnceLock::new(),
+                serialized: Some(serialized_policy),
+            },
+        }
+    }
+
+    /// The `http-cache-semantics` policy that decides whether the response may be
+    /// reused, decoded on first use.
+    ///
+    /// A serialized policy that does not decode (the checksum matched, so only a
+    /// writer of another format could produce one) is an error of kind
+    /// [`ErrorKind::CorruptEntry`]; treat the entry as a miss.
+    pub fn try_policy(&self) -> Result<&CachePolicy> {
+        if let Some(policy) = self.policy.decoded.get() {
+            return Ok(policy);
+        }
+        let policy = self.policy.decode()?;
+        Ok(self.policy.decoded.get_or_init(|| policy))
+    }
+
+    /// The `http-cache-semantics` policy that decides whether the response may be
+    /// reused, decoded on first use.
+    ///
+    /// Never panics: if the serialized policy does not decode (see
+    /// [`try_policy`](Self::try_policy)), this is a policy that forbids storing and
+    /// reusing the response (`Cache-Control: no-store`), so a caller that consults it
+    /// revalidates or fetches again, as for a miss.
+    pub fn policy(&self) -> &CachePolicy {
+        if let Ok(policy) = self.try_policy() {
+            return policy;
+        }
+        self.policy.decoded.get_or_init(unusable_policy)
+    }
+
+    /// Splits the entry into its response, its policy (decoded, without a copy) and its
+    /// metadata.
+    pub fn into_parts(self) -> (CachedResponse, CachePolicy, EntryMetadata) {
+        let EntryPolicy {
+            decoded,
+            serialized,
+        } = self.policy;
+        let policy = match decoded.into_inner() {
+            Some(policy) => policy,
+            None => serialized
+                .as_deref()
+                .and_then(|serialized| crate::codec::decode_policy(serialized).ok())
+                .unwrap_or_else(unusable_policy),
+        };
+        (self.response, policy, self.metadata)
+    }
+
+    /// The policy's serialized form, when the entry was read from an envelope and the
+    /// policy was not replaced since (a backend writing the entry again can reuse it).
+    pub fn serialized_policy(&self) -> Option<&Bytes> {
+        self.policy.serialized.as_ref()
     }
 
     /// An estimate of the memory this entry occupies, in bytes (response, tags and a
@@ -259,4 +360,16 @@ fn header_map_size(headers: &HeaderMap) -> usize {
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + PER_HEADER_OVERHEAD)
         .sum()
+}
+
+/// The policy of an entry whose serialized policy does not decode: nothing may be
+/// stored or reused under it.
+fn unusable_policy() -> CachePolicy {
+    let request = http::Request::new(());
+    let mut response = http::Response::new(());
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    CachePolicy::new(&request, &response)
 }

@@ -68,7 +68,7 @@ proptest! {
         let decoded = codec::decode(encoded.clone()).unwrap();
         prop_assert_eq!(&decoded.key, &key);
         assert_same_response(&decoded.entry.response, &response, "round trip");
-        assert_equivalent_policy(&decoded.entry.policy, &entry.policy, &request_for(&response.url), "round trip");
+        assert_equivalent_policy(decoded.entry.policy(), entry.policy(), &request_for(&response.url), "round trip");
         prop_assert_eq!(&decoded.entry.metadata, &entry.metadata);
         // The body is a slice of the encoded buffer, not a copy.
         if !response.body.is_empty() {
@@ -109,7 +109,7 @@ fn a_prefixed_encoding_is_the_prefix_then_the_same_envelope() {
         b"12345678",
         "k",
         &entry.response,
-        &entry.policy,
+        entry.policy(),
         &entry.metadata,
     )
     .unwrap();
@@ -145,7 +145,7 @@ fn head_only_envelopes_round_trip_and_are_not_full_envelopes() {
     );
     let (head, _) = entry.response.clone().into_head_and_body();
     let encoded = Bytes::from(
-        codec::encode_head("big", &head, &entry.policy, &entry.metadata, 1 << 40).unwrap(),
+        codec::encode_head("big", &head, entry.policy(), &entry.metadata, 1 << 40).unwrap(),
     );
     let decoded = codec::decode_head(encoded.clone()).unwrap();
     assert_eq!(decoded.body_len, 1 << 40);
@@ -235,10 +235,10 @@ fn credentials_never_reach_the_encoded_bytes() {
     assert_eq!(
         decoded
             .entry
-            .policy
+            .policy()
             .time_to_live(SystemTime::now())
             .as_secs(),
-        entry.policy.time_to_live(SystemTime::now()).as_secs()
+        entry.policy().time_to_live(SystemTime::now()).as_secs()
     );
 }
 
@@ -272,9 +272,83 @@ fn a_response_that_varies_on_cookie_never_matches_another_cookie_after_redaction
         assert!(
             !decoded
                 .entry
-                .policy
+                .policy()
                 .before_request(&request, now)
                 .satisfies_without_revalidation()
         );
+    }
+}
+
+/// The checksum of an envelope, recomputed after a test changed its bytes on purpose.
+fn fix_checksum(bytes: &mut [u8]) {
+    let checksum = xxhash_rust::xxh3::xxh3_64(&bytes[16..]);
+    bytes[8..16].copy_from_slice(&checksum.to_le_bytes());
+}
+
+#[test]
+fn the_policy_is_decoded_on_first_use_and_an_undecodable_one_forbids_reuse() {
+    let cached = response("https://example.com/lazy", Bytes::from_static(b"lazy body"));
+    let entry = entry_of(cached.clone(), vec!["t".to_owned()]);
+    let encoded = codec::encode("lazy", &entry).unwrap();
+
+    // Read back, the policy stays serialized: writing the entry again reuses those bytes,
+    // so the envelope is the same, byte for byte.
+    let decoded = codec::decode_for_key(Bytes::from(encoded.clone()), "lazy").unwrap();
+    assert_eq!(
+        decoded.serialized_policy().map(|policy| policy.len()),
+        Some(codec::encode_policy(entry.policy()).unwrap().len())
+    );
+    assert_eq!(codec::encode("lazy", &decoded).unwrap(), encoded);
+    let (response, policy, metadata) = decoded.into_parts();
+    assert_same_response(&response, &cached, "into_parts");
+    assert_equivalent_policy(
+        &policy,
+        entry.policy(),
+        &request_for(&cached.url),
+        "into_parts",
+    );
+    assert_eq!(metadata, entry.metadata);
+
+    // A policy whose bytes are not a policy, under a valid checksum (only a writer of
+    // another format makes one): the entry decodes, its policy does not.
+    let policy_len = codec::encode_policy(entry.policy()).unwrap().len();
+    let mut broken = encoded.clone();
+    let metadata_len = u32::from_le_bytes(broken[16..20].try_into().unwrap()) as usize;
+    let policy_end = FIXED_HEADER_LEN + metadata_len;
+    broken[policy_end - policy_len..policy_end].fill(0xff);
+    fix_checksum(&mut broken);
+    let decoded = codec::decode_for_key(Bytes::from(broken), "lazy").unwrap();
+    assert_eq!(
+        decoded.try_policy().unwrap_err().kind(),
+        ErrorKind::CorruptEntry
+    );
+    // `policy()` never panics: it answers with a policy under which nothing is reused.
+    let request = request_for(&cached.url);
+    assert!(!decoded.policy().is_storable());
+    assert!(
+        !decoded
+            .policy()
+            .before_request(&request, SystemTime::now())
+            .satisfies_without_revalidation()
+    );
+}
+
+#[test]
+fn a_borrowed_envelope_writes_the_same_bytes_as_encode_parts() {
+    for body in [
+        Bytes::new(),
+        Bytes::from_static(b"small"),
+        Bytes::from(vec![7u8; 70_000]),
+    ] {
+        let cached = response("https://example.com/borrowed", body);
+        let entry = entry_of(cached.clone(), vec!["a".to_owned(), "b".to_owned()]);
+        let whole = codec::encode_parts("k", &cached, entry.policy(), &entry.metadata).unwrap();
+        let borrowed =
+            codec::encode_parts_borrowed("k", &cached, entry.policy(), &entry.metadata).unwrap();
+        assert_eq!(borrowed.len(), whole.len());
+        let mut written = Vec::new();
+        borrowed.write_to(&mut written).unwrap();
+        assert_eq!(written, whole);
+        assert!(codec::decode_for_key(Bytes::from(written), "k").is_ok());
     }
 }

@@ -99,10 +99,14 @@ impl http_cache::CacheManager for HttpCacheAdapter {
         cache_key: &str,
     ) -> http_cache::Result<Option<(HttpResponse, CachePolicy)>> {
         match self.cache.get(cache_key).await {
-            Ok(Some(entry)) => Ok(Some((
-                to_http_cache_response(&entry.response),
-                entry.policy.clone(),
-            ))),
+            Ok(Some(entry)) => match entry.try_policy() {
+                Ok(policy) => Ok(Some((
+                    to_http_cache_response(&entry.response),
+                    policy.clone(),
+                ))),
+                // A policy that does not decode makes the entry unusable: a miss.
+                Err(error) => self.absorb(error).map(|()| None),
+            },
             Ok(None) => Ok(None),
             Err(error) => self.absorb(error).map(|()| None),
         }

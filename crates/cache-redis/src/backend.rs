@@ -10,7 +10,7 @@ use cache_core::{
     Error, ErrorKind, Health, KeyPattern, PutOptions, Result, StatsCounters, codec, validate_key,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Cmd, RedisResult, Script};
+use redis::{Client, Cmd, RedisResult, RedisWrite, Script};
 
 use crate::bus::RedisBus;
 use crate::config::{RedisConfig, redact_url};
@@ -115,7 +115,10 @@ impl RedisCache {
             // and the next operation tries again.
             .set_number_of_retries(0)
             .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.command_timeout));
+            // Every operation runs inside `run`, whose timer (the command timeout) covers
+            // its attempts, reconnection included; a second timer per command inside
+            // redis-rs would only cost time.
+            .set_response_timeout(None);
         let connection = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
             .map_err(|error| redis_error(error, "set up the connection"))?;
         let namespace = &config.namespace;
@@ -373,27 +376,40 @@ impl Inner {
             return Ok(());
         }
         let put_id: [u8; PUT_ID_LEN] = rand::random();
-        let value = codec::encode_parts_with_prefix(&put_id, key, response, policy, &metadata)
+        // The envelope borrows the body: it is copied once, into the command.
+        let envelope = codec::encode_parts_borrowed(key, response, policy, &metadata)
             .map_err(|error| error.with_key(key))?;
-        if value.len() as u64 > self.config.max_entry_bytes {
+        let value_len = PUT_ID_LEN + envelope.len();
+        if value_len as u64 > self.config.max_entry_bytes {
             return Err(Error::new(
                 ErrorKind::TooLarge,
                 NAME,
                 format!(
-                    "the entry takes {} bytes, more than the limit of {}",
-                    value.len(),
+                    "the entry takes {value_len} bytes, more than the limit of {}",
                     self.config.max_entry_bytes
                 ),
             )
             .with_key(key));
         }
+        let write_value = |out: &mut dyn std::io::Write| {
+            out.write_all(&put_id)?;
+            envelope.write_to(out)
+        };
+        let value_error = |error: std::io::Error| {
+            Error::new(ErrorKind::Backend, NAME, "cannot write the value")
+                .with_key(key)
+                .with_source(error)
+        };
         // Redis counts whole milliseconds: round up so Redis never drops the entry before
         // its expiry (reads check the exact expiry themselves).
         let ttl_ms = u64::try_from(ttl.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
         if metadata.tags.is_empty() {
             let mut cmd = redis::cmd("SET");
-            cmd.arg(&redis_key).arg(&value).arg("PX").arg(ttl_ms);
-            drop(value);
+            cmd.arg(&redis_key);
+            cmd.reserve_space_for_args([value_len, 2, 20]);
+            write_value(&mut cmd.writer_for_next_arg()).map_err(value_error)?;
+            cmd.arg("PX").arg(ttl_ms);
+            drop(envelope);
             self.query::<()>(&cmd, "put the entry")
                 .await
                 .map_err(|error| error.with_key(key))?;
@@ -405,6 +421,9 @@ impl Inner {
             let mut member = Vec::with_capacity(PUT_ID_LEN + key.len());
             member.extend_from_slice(&put_id);
             member.extend_from_slice(key.as_bytes());
+            let mut value = Vec::with_capacity(value_len);
+            write_value(&mut value).map_err(value_error)?;
+            drop(envelope);
             invocation
                 .arg(&value)
                 .arg(ttl_ms)

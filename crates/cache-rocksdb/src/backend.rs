@@ -1,5 +1,6 @@
 //! The [`CacheManager`] implementation on RocksDB.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,7 +31,10 @@ const SEQUENCE_LEN: usize = 8;
 ///
 /// Column family `entries` maps each key to its write sequence number and the core
 /// codec's envelope; `write_order` maps sequence numbers to keys, oldest first, for
-/// eviction. Every RocksDB call runs on tokio's blocking pool. Cloning is cheap.
+/// eviction. In memory, each stored key's write sequence and stored size (about the key's
+/// length plus 48 bytes per entry, rebuilt by the scan at open), so a put or delete never
+/// reads the old value from disk. Every RocksDB call runs on tokio's blocking pool.
+/// Cloning is cheap.
 #[derive(Clone)]
 pub struct RocksDbCache {
     inner: Arc<Inner>,
@@ -41,15 +45,29 @@ struct Inner {
     path: PathBuf,
     capacity_bytes: u64,
     ttl_policy: TtlPolicy,
-    key_locks: Vec<Mutex<()>>,
+    /// The key stripes: each lock guards the writes of its keys and their slots.
+    key_locks: Vec<Mutex<Slots>>,
     accounting: Accounting,
     eviction: Mutex<()>,
     next_sequence: AtomicU64,
     counters: StatsCounters,
 }
 
+/// What the backend knows of a stored key without reading it: the write sequence of its
+/// value and the bytes it takes (key plus stored value).
+#[derive(Clone, Copy)]
+struct Slot {
+    sequence: u64,
+    stored_bytes: u64,
+}
+
+/// The slots of the keys of one lock stripe.
+type Slots = HashMap<Box<[u8]>, Slot>;
+
 /// Live entries and their bytes (key plus stored value), kept current by every write
-/// and recounted by a scan at open, after `compact` and in `sweep`.
+/// and recounted by a scan at open, after `compact` and in `sweep`. They equal the sum of
+/// the slots: an entry the compaction filter dropped stays counted (and keeps its slot)
+/// until a recount or the next write of its key.
 #[derive(Default)]
 struct Accounting {
     entries: AtomicU64,
@@ -106,6 +124,13 @@ fn sequence_of(value: &[u8]) -> Option<u64> {
     ))
 }
 
+/// The key lock stripe of `key`.
+fn stripe_of(key: &[u8]) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+    (hash % KEY_LOCK_STRIPES as u64) as usize
+}
+
 /// A stored key and the write sequence number of its value, when readable.
 type StoredKey = (Box<[u8]>, Option<u64>);
 
@@ -144,6 +169,9 @@ impl RocksDbCache {
         options.set_max_log_file_size(1024 * 1024);
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&rocksdb::Cache::new_lru_cache(config.block_cache_bytes));
+        // A read of a key that a table file does not hold skips that file (10 bits per
+        // key, about 1 % false positives).
+        table.set_bloom_filter(10.0, false);
         options.set_block_based_table_factory(&table);
         options.set_compression_type(match config.compression {
             Compression::None => DBCompressionType::None,
@@ -208,7 +236,9 @@ impl RocksDbCache {
                 path: config.path.clone(),
                 capacity_bytes: config.capacity_bytes,
                 ttl_policy: config.ttl_policy,
-                key_locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+                key_locks: (0..KEY_LOCK_STRIPES)
+                    .map(|_| Mutex::new(Slots::new()))
+                    .collect(),
                 accounting: Accounting::default(),
                 eviction: Mutex::new(()),
                 next_sequence: AtomicU64::new(0),
@@ -266,15 +296,17 @@ impl Inner {
             .expect("the write order column family is created at open")
     }
 
-    fn key_lock(&self, key: &[u8]) -> MutexGuard<'_, ()> {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
-        lock(&self.key_locks[(hash % KEY_LOCK_STRIPES as u64) as usize])
+    fn key_lock(&self, key: &[u8]) -> MutexGuard<'_, Slots> {
+        lock(&self.key_locks[stripe_of(key)])
     }
 
     /// Counts the live entries and bytes, deleting the expired entries it meets.
     fn rebuild_accounting(&self) -> Result<()> {
-        let expired = self.count_live()?;
+        let expired = {
+            let mut all_keys: Vec<MutexGuard<'_, Slots>> =
+                self.key_locks.iter().map(lock).collect();
+            self.count_live(&mut all_keys)?
+        };
         for (key, sequence) in expired {
             if self.remove(&key, sequence)?.is_some() {
                 self.counters.add_expirations(1);
@@ -287,8 +319,9 @@ impl Inner {
     /// entries the count met.
     fn recount(&self) -> Result<()> {
         let expired = {
-            let _all_keys: Vec<MutexGuard<'_, ()>> = self.key_locks.iter().map(lock).collect();
-            self.count_live()?
+            let mut all_keys: Vec<MutexGuard<'_, Slots>> =
+                self.key_locks.iter().map(lock).collect();
+            self.count_live(&mut all_keys)?
         };
         for (key, sequence) in expired {
             if self.remove(&key, sequence)?.is_some() {
@@ -298,22 +331,35 @@ impl Inner {
         Ok(())
     }
 
-    /// Scans the entries: stores their count and bytes and the next write sequence, and
-    /// returns the expired ones (counted until they are removed).
-    fn count_live(&self) -> Result<Vec<StoredKey>> {
+    /// Scans the entries with every key lock held (`all_keys`): rebuilds the slots,
+    /// stores the count and bytes and the next write sequence, and returns the expired
+    /// entries (counted until they are removed).
+    fn count_live(&self, all_keys: &mut [MutexGuard<'_, Slots>]) -> Result<Vec<StoredKey>> {
         let now = SystemTime::now();
         let (mut entries, mut bytes) = (0u64, 0u64);
         let mut expired = Vec::new();
+        for slots in all_keys.iter_mut() {
+            slots.clear();
+        }
         for item in self
             .db
             .iterator_cf_opt(self.entries(), scan_options(), IteratorMode::Start)
         {
             let (key, value) = item.map_err(|error| db_error(error, "cannot scan the entries"))?;
+            let stored_bytes = (key.len() + value.len()) as u64;
             entries += 1;
-            bytes += (key.len() + value.len()) as u64;
+            bytes += stored_bytes;
+            let sequence = sequence_of(&value);
             if is_expired(&value, now) {
-                expired.push((key, sequence_of(&value)));
+                expired.push((key.clone(), sequence));
             }
+            // A value too short to carry a sequence gets one no write uses, so only a
+            // removal without a condition takes it.
+            let slot = Slot {
+                sequence: sequence.unwrap_or(u64::MAX),
+                stored_bytes,
+            };
+            all_keys[stripe_of(&key)].insert(key, slot);
         }
         self.accounting.entries.store(entries, Ordering::Relaxed);
         self.accounting.bytes.store(bytes, Ordering::Relaxed);
@@ -332,41 +378,24 @@ impl Inner {
     }
 
     /// Deletes `key` (only while its stored value has `sequence`, when given); returns
-    /// the bytes removed.
+    /// the bytes removed. The key's slot says what is stored, so nothing is read.
     fn remove(&self, key: &[u8], sequence: Option<u64>) -> Result<Option<u64>> {
-        let _key_guard = self.key_lock(key);
-        let old = match self
-            .db
-            .get_pinned_cf_opt(self.entries(), key, &scan_options())
-        {
-            Ok(Some(old)) => old,
-            Ok(None) => return Ok(None),
-            // Unreadable even without checksums: delete the key blindly; its write order
-            // record turns stale and goes at the next eviction or sweep.
-            Err(error) if error.kind() == rocksdb::ErrorKind::Corruption => {
-                self.db
-                    .delete_cf(self.entries(), key)
-                    .map_err(|error| db_error(error, "cannot delete a damaged entry"))?;
-                return Ok(Some(0));
-            }
-            Err(error) => return Err(db_error(error, "cannot read an entry")),
+        let mut slots = self.key_lock(key);
+        let Some(slot) = slots.get(key).copied() else {
+            return Ok(None);
         };
-        let old_sequence = sequence_of(&old);
-        if sequence.is_some() && sequence != old_sequence {
+        if sequence.is_some_and(|sequence| sequence != slot.sequence) {
             return Ok(None);
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = WriteBatch::with_capacity_bytes(2 * key.len() + 64);
         batch.delete_cf(self.entries(), key);
-        if let Some(old_sequence) = old_sequence {
-            batch.delete_cf(self.write_order(), old_sequence.to_be_bytes());
-        }
-        let removed = (key.len() + old.len()) as u64;
-        drop(old);
+        batch.delete_cf(self.write_order(), slot.sequence.to_be_bytes());
         self.db
             .write(batch)
             .map_err(|error| db_error(error, "cannot delete an entry"))?;
-        self.accounting.subtract(removed);
-        Ok(Some(removed))
+        slots.remove(key);
+        self.accounting.subtract(slot.stored_bytes);
+        Ok(Some(slot.stored_bytes))
     }
 
     fn get_blocking(&self, key: &str) -> Result<Option<Arc<CacheEntry>>> {
@@ -458,27 +487,36 @@ impl Inner {
             .with_key(key));
         }
 
-        let key_guard = self.key_lock(key.as_bytes());
-        let old = self
-            .db
-            .get_pinned_cf_opt(self.entries(), key.as_bytes(), &scan_options())
-            .ok()
-            .flatten()
-            .map(|old| (sequence_of(&old), old.len()));
-        let mut batch = WriteBatch::default();
+        let stored_bytes = (key.len() + value.len()) as u64;
+        let mut slots = self.key_lock(key.as_bytes());
+        let old = slots.get(key.as_bytes()).copied();
+        // Room for the three records and their framing, so the batch never grows (which
+        // would copy the value again).
+        let mut batch = WriteBatch::with_capacity_bytes(value.len() + 3 * key.len() + 128);
         batch.put_cf(self.entries(), key.as_bytes(), &value);
         batch.put_cf(self.write_order(), sequence.to_be_bytes(), key.as_bytes());
-        if let Some((Some(old_sequence), _)) = old {
-            batch.delete_cf(self.write_order(), old_sequence.to_be_bytes());
+        if let Some(old) = old {
+            batch.delete_cf(self.write_order(), old.sequence.to_be_bytes());
         }
         self.db
             .write(batch)
             .map_err(|error| db_error(error, "cannot write an entry").with_key(key))?;
-        if let Some((_, old_len)) = old {
-            self.accounting.subtract((key.len() + old_len) as u64);
+        drop(value);
+        let slot = Slot {
+            sequence,
+            stored_bytes,
+        };
+        match slots.get_mut(key.as_bytes()) {
+            Some(existing) => *existing = slot,
+            None => {
+                slots.insert(key.as_bytes().into(), slot);
+            }
         }
-        self.accounting.add((key.len() + value.len()) as u64);
-        drop(key_guard);
+        if let Some(old) = old {
+            self.accounting.subtract(old.stored_bytes);
+        }
+        self.accounting.add(stored_bytes);
+        drop(slots);
         self.counters.add_puts(1);
         self.evict_over_capacity()
     }
@@ -545,11 +583,9 @@ impl Inner {
         {
             let (sequence, key) =
                 item.map_err(|error| db_error(error, "cannot scan the write order"))?;
-            let live = self
-                .db
-                .get_pinned_cf_opt(self.entries(), &key, &scan_options())
-                .map_err(|error| db_error(error, "cannot read an entry"))?
-                .is_some_and(|value| sequence_of(&value) == sequence_of(&sequence));
+            let live = self.key_lock(&key).get(&key).is_some_and(|slot| {
+                sequence_of(&sequence).is_some_and(|sequence| sequence == slot.sequence)
+            });
             if !live {
                 stale.push(sequence);
             }
@@ -658,7 +694,8 @@ impl CacheManager for RocksDbCache {
         let inner = Arc::clone(&self.inner);
         CacheFuture::blocking(NAME, move || {
             // Every key lock, in stripe order, so no put lands between the two scans.
-            let _all_keys: Vec<MutexGuard<'_, ()>> = inner.key_locks.iter().map(lock).collect();
+            let mut all_keys: Vec<MutexGuard<'_, Slots>> =
+                inner.key_locks.iter().map(lock).collect();
             let _eviction = lock(&inner.eviction);
             let mut removed = 0;
             for column_family in [inner.entries(), inner.write_order()] {
@@ -677,6 +714,9 @@ impl CacheManager for RocksDbCache {
                     .db
                     .write(batch)
                     .map_err(|error| db_error(error, "cannot clear"))?;
+            }
+            for slots in &mut all_keys {
+                slots.clear();
             }
             inner.accounting.entries.store(0, Ordering::Relaxed);
             inner.accounting.bytes.store(0, Ordering::Relaxed);
@@ -718,7 +758,7 @@ impl RawAccess {
     /// Replaces the stored envelope of `key`, keeping its sequence prefix.
     pub fn write(&self, key: &str, bytes: &[u8]) -> Result<()> {
         let inner = &self.cache.inner;
-        let _key_guard = inner.key_lock(key.as_bytes());
+        let mut slots = inner.key_lock(key.as_bytes());
         let old = inner
             .db
             .get_cf(inner.entries(), key.as_bytes())
@@ -730,8 +770,15 @@ impl RawAccess {
         value.extend_from_slice(bytes);
         inner
             .db
-            .put_cf(inner.entries(), key.as_bytes(), value)
-            .map_err(|error| db_error(error, "cannot write an entry"))
+            .put_cf(inner.entries(), key.as_bytes(), &value)
+            .map_err(|error| db_error(error, "cannot write an entry"))?;
+        if let Some(slot) = slots.get_mut(key.as_bytes()) {
+            let stored_bytes = (key.len() + value.len()) as u64;
+            inner.accounting.subtract(slot.stored_bytes);
+            inner.accounting.add(stored_bytes);
+            slot.stored_bytes = stored_bytes;
+        }
+        Ok(())
     }
 
     /// Flushes the memtables to table files (so tests can damage the files).

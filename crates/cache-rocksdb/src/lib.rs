@@ -5,6 +5,11 @@
 //! eviction. Every RocksDB call runs on tokio's blocking pool. The C++ build of RocksDB
 //! happens only for users of this crate.
 //!
+//! In memory the backend keeps, per stored key, the write sequence and size of its value
+//! (about the key's length plus 48 bytes; rebuilt by the scan at open), so a put or a
+//! delete never reads the old value back from disk. Table files carry bloom filters
+//! (10 bits per key), so a read skips the files that do not hold its key.
+//!
 //! ```no_run
 //! # async fn example() -> cache_core::Result<()> {
 //! use cache_core::CacheManager;

@@ -216,3 +216,42 @@ async fn the_size_bound_holds_and_keeps_the_newest() {
     assert!(cache.get("k000").await.unwrap().is_none());
     assert_eq!(cache.stats().unwrap().evictions as usize, writes - kept);
 }
+
+#[tokio::test]
+async fn the_accounting_stays_exact_across_a_reopen_overwrites_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bodies = [("a", 10_000), ("b", 20_000), ("c", 30_000)];
+    {
+        let cache = RocksDbCache::open(config(dir.path())).await.unwrap();
+        for (key, len) in bodies {
+            let cached = entry(random_bytes(len));
+            cache
+                .put(key, cached.clone(), policy(&cached), hour())
+                .await
+                .unwrap();
+        }
+    }
+    // After the reopen the backend knows each key's stored size from the scan at open
+    // alone: overwriting and deleting must subtract exactly what was stored.
+    let cache = RocksDbCache::open(config(dir.path())).await.unwrap();
+    let smaller = entry(random_bytes(5_000));
+    cache
+        .put("a", smaller.clone(), policy(&smaller), hour())
+        .await
+        .unwrap();
+    cache.delete("b").await.unwrap();
+    cache.delete("never-written").await.unwrap();
+    let (entries, bytes) = (
+        cache.entry_count().await.unwrap(),
+        cache.size_bytes().await.unwrap(),
+    );
+    assert_eq!(entries, 2);
+    // A recount from disk finds exactly what the running accounting said.
+    cache.compact().await.unwrap();
+    assert_eq!(cache.entry_count().await.unwrap(), entries);
+    assert_eq!(cache.size_bytes().await.unwrap(), bytes);
+    let got = cache.get("a").await.unwrap().expect("the overwrite");
+    assert_same_response(&got.response, &smaller, "overwritten after the reopen");
+    assert!(cache.get("b").await.unwrap().is_none());
+    assert_eq!(cache.stats().unwrap().deletes, 2);
+}

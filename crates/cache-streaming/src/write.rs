@@ -1,15 +1,15 @@
 //! Writing a body: temporary files that clean up after themselves, and a writer that
-//! hashes one batch of bytes while it writes it, on two blocking threads, while the next
-//! batch arrives.
+//! writes and hashes the bytes on two blocking threads while the next ones arrive.
 
 use std::collections::HashSet;
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use cache_core::{Error, ErrorKind, Result};
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -142,38 +142,48 @@ impl BodyHasher {
     }
 }
 
-type InFlight = (
-    JoinHandle<std::io::Result<std::fs::File>>,
-    JoinHandle<BodyHasher>,
-);
+/// A writer thread's result: the file, still open, with the xxh3 of what it wrote.
+type WriterJoin = JoinHandle<std::io::Result<(std::fs::File, Xxh3)>>;
 
-/// Writes a body to a temporary file in batches: batch N is written on one blocking
-/// thread and hashed on another while batch N + 1 is gathered, so a put runs at the pace
-/// of the slower of writing and hashing, and holds about two batches.
+/// The two blocking threads of a body too large for one batch.
+struct Pipeline {
+    to_writer: mpsc::Sender<Arc<[Bytes]>>,
+    to_hasher: mpsc::Sender<Arc<[Bytes]>>,
+    writer: WriterJoin,
+    hasher: JoinHandle<(Sha256, u64)>,
+}
+
+/// Writes a body to a temporary file. Bytes are gathered into batches; a body that ends
+/// within its first batch is written and hashed in one blocking call. A longer one gets
+/// two blocking threads fed through short queues: one writes each batch and computes its
+/// xxh3 while the bytes are hot, the other computes SHA-256, so a put runs at the pace of
+/// the slower of the two and holds a few batches at most.
 pub(crate) struct BodyWriter {
     file: Option<std::fs::File>,
-    hasher: Option<BodyHasher>,
+    pipeline: Option<Pipeline>,
     pending: Vec<Bytes>,
     pending_len: usize,
     batch_bytes: usize,
-    in_flight: Option<InFlight>,
     path: PathBuf,
 }
+
+/// Batches a thread of the pipeline may have queued before the producer waits.
+const QUEUED_BATCHES: usize = 2;
 
 impl BodyWriter {
     pub(crate) fn new(file: std::fs::File, path: &Path, batch_bytes: usize) -> Self {
         Self {
             file: Some(file),
-            hasher: Some(BodyHasher::new()),
+            pipeline: None,
             pending: Vec::new(),
             pending_len: 0,
             batch_bytes,
-            in_flight: None,
             path: path.to_path_buf(),
         }
     }
 
-    /// Adds bytes; once a batch is full it waits for the previous one and starts it.
+    /// Adds bytes; once a batch is full it is handed to the pipeline, waiting while the
+    /// pipeline's queues are full.
     pub(crate) async fn push(&mut self, chunk: Bytes) -> Result<()> {
         if chunk.is_empty() {
             return Ok(());
@@ -181,60 +191,90 @@ impl BodyWriter {
         self.pending_len += chunk.len();
         self.pending.push(chunk);
         if self.pending_len >= self.batch_bytes {
-            self.start_batch().await?;
+            self.send_batch().await?;
         }
         Ok(())
     }
 
-    async fn start_batch(&mut self) -> Result<()> {
-        self.wait().await?;
+    async fn send_batch(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.pending);
+        if self.pipeline.is_none() {
+            let Some(file) = self.file.take() else {
+                return Err(self.lost());
+            };
+            self.pipeline = Some(start_pipeline(file));
+        }
+        let batch: Arc<[Bytes]> = std::mem::take(&mut self.pending).into();
         self.pending_len = 0;
-        let (Some(mut file), Some(mut hasher)) = (self.file.take(), self.hasher.take()) else {
+        let Some(pipeline) = self.pipeline.as_ref() else {
             return Err(self.lost());
         };
-        let to_hash = batch.clone();
-        let write = tokio::task::spawn_blocking(move || {
-            for chunk in &batch {
-                file.write_all(chunk)?;
-            }
-            Ok(file)
-        });
-        let hash = tokio::task::spawn_blocking(move || {
-            for chunk in &to_hash {
-                hasher.update(chunk);
-            }
-            hasher
-        });
-        self.in_flight = Some((write, hash));
-        Ok(())
+        let sent = match pipeline.to_writer.send(Arc::clone(&batch)).await {
+            Ok(()) => pipeline.to_hasher.send(batch).await.is_ok(),
+            Err(_) => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            // A thread stopped early: the writer's error says why.
+            Err(self
+                .join_pipeline()
+                .await
+                .err()
+                .unwrap_or_else(|| self.lost()))
+        }
     }
 
-    async fn wait(&mut self) -> Result<()> {
-        if let Some((write, hash)) = self.in_flight.take() {
-            let file = write
-                .await
-                .map_err(|error| self.task_failed(error))?
-                .map_err(|error| io_error(error, "cannot write", &self.path))?;
-            let hasher = hash.await.map_err(|error| self.task_failed(error))?;
-            self.file = Some(file);
-            self.hasher = Some(hasher);
-        }
-        Ok(())
+    async fn join_pipeline(&mut self) -> Result<(std::fs::File, BodyFacts)> {
+        let Some(pipeline) = self.pipeline.take() else {
+            return Err(self.lost());
+        };
+        drop(pipeline.to_writer);
+        drop(pipeline.to_hasher);
+        let written = pipeline
+            .writer
+            .await
+            .map_err(|error| self.task_failed(error))?;
+        let (file, xxh3) = written.map_err(|error| io_error(error, "cannot write", &self.path))?;
+        let (sha256, len) = pipeline
+            .hasher
+            .await
+            .map_err(|error| self.task_failed(error))?;
+        Ok((
+            file,
+            BodyFacts {
+                digest: sha256.finalize().into(),
+                xxh3: xxh3.digest(),
+                len,
+            },
+        ))
     }
 
     /// Writes what is left and returns the file (still open, for an optional sync) and
     /// the body's digest, checksum and length.
     pub(crate) async fn finish(mut self) -> Result<(std::fs::File, BodyFacts)> {
-        self.start_batch().await?;
-        self.wait().await?;
-        match (self.file.take(), self.hasher.take()) {
-            (Some(file), Some(hasher)) => Ok((file, hasher.finish())),
-            _ => Err(self.lost()),
+        if self.pipeline.is_some() {
+            self.send_batch().await?;
+            return self.join_pipeline().await;
         }
+        // The whole body is one batch: write and hash it in one blocking call.
+        let Some(mut file) = self.file.take() else {
+            return Err(self.lost());
+        };
+        let batch = std::mem::take(&mut self.pending);
+        let written = tokio::task::spawn_blocking(move || {
+            write_chunks(&mut file, &batch)?;
+            let mut hasher = BodyHasher::new();
+            for chunk in &batch {
+                hasher.update(chunk);
+            }
+            Ok::<_, std::io::Error>((file, hasher.finish()))
+        })
+        .await
+        .map_err(|error| self.task_failed(error))?;
+        written.map_err(|error| io_error(error, "cannot write", &self.path))
     }
 
     fn task_failed(&self, error: tokio::task::JoinError) -> Error {
@@ -256,4 +296,58 @@ impl BodyWriter {
             ),
         )
     }
+}
+
+fn start_pipeline(mut file: std::fs::File) -> Pipeline {
+    let (to_writer, mut writer_batches) = mpsc::channel::<Arc<[Bytes]>>(QUEUED_BATCHES);
+    let (to_hasher, mut hasher_batches) = mpsc::channel::<Arc<[Bytes]>>(QUEUED_BATCHES);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut xxh3 = Xxh3::new();
+        while let Some(batch) = writer_batches.blocking_recv() {
+            write_chunks(&mut file, &batch)?;
+            for chunk in batch.iter() {
+                xxh3.update(chunk);
+            }
+        }
+        Ok((file, xxh3))
+    });
+    let hasher = tokio::task::spawn_blocking(move || {
+        let mut sha256 = Sha256::new();
+        let mut len = 0u64;
+        while let Some(batch) = hasher_batches.blocking_recv() {
+            for chunk in batch.iter() {
+                sha256.update(chunk);
+                len += chunk.len() as u64;
+            }
+        }
+        (sha256, len)
+    });
+    Pipeline {
+        to_writer,
+        to_hasher,
+        writer,
+        hasher,
+    }
+}
+
+/// Writes every chunk, several per system call where there are many small ones.
+fn write_chunks(file: &mut std::fs::File, chunks: &[Bytes]) -> std::io::Result<()> {
+    const SLICES_PER_CALL: usize = 64;
+    for group in chunks.chunks(SLICES_PER_CALL) {
+        if let [single] = group {
+            file.write_all(single)?;
+            continue;
+        }
+        let mut slices: Vec<IoSlice<'_>> = group.iter().map(|chunk| IoSlice::new(chunk)).collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match file.write_vectored(slices) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(written) => IoSlice::advance_slices(&mut slices, written),
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    Ok(())
 }

@@ -643,6 +643,10 @@ impl StackInner {
         if remaining.is_zero() {
             return;
         }
+        // A policy that does not decode makes the entry unusable: it is not copied.
+        let Ok(policy) = entry.try_policy() else {
+            return;
+        };
         let size = entry.approximate_size();
         let targets: Vec<&TierState> = self.tiers[..source]
             .iter()
@@ -653,7 +657,7 @@ impl StackInner {
             let options = PutOptions::new()
                 .with_ttl(ttl)
                 .with_tags(entry.metadata.tags.iter().cloned());
-            let (response, policy) = (entry.response.clone(), entry.policy.clone());
+            let (response, policy) = (entry.response.clone(), policy.clone());
             async move {
                 match state.tier.manager.put(key, response, policy, options).await {
                     Ok(()) => {
@@ -935,7 +939,7 @@ impl StackInner {
                     let written = state
                         .tier
                         .manager
-                        .put(key, entry.response.clone(), entry.policy.clone(), options)
+                        .put(key, entry.response.clone(), entry.policy().clone(), options)
                         .await;
                     if written.is_ok() && !base_ttl.is_zero() {
                         bump(&state.counters.puts);
@@ -1032,7 +1036,7 @@ fn streamed_from(entry: &CacheEntry) -> StreamedEntry {
     let (head, body_bytes) = entry.response.clone().into_head_and_body();
     StreamedEntry::new(
         head,
-        entry.policy.clone(),
+        entry.policy().clone(),
         EntryMetadata::clone(&entry.metadata),
         body_bytes.len() as u64,
         body::full(body_bytes),

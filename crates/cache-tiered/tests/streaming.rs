@@ -122,7 +122,7 @@ impl StreamingCacheManager for SpoolingStore {
                 .collect();
             Ok(Some(StreamedEntry::new(
                 head,
-                entry.policy.clone(),
+                entry.policy().clone(),
                 entry.metadata.clone(),
                 bytes.len() as u64,
                 body::from_chunks(chunks),
