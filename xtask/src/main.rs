@@ -19,8 +19,8 @@ const TASKS: &[(&str, &str)] = &[
         "cargo fmt --check, cargo clippy -D warnings, cargo deny (licenses, bans, sources) where installed",
     ),
     (
-        "bench [FILTER]",
-        "the criterion benchmarks of cache-bench, then a table of medians and ratios",
+        "bench [FILTER] [--rounds N] [--no-rocksdb]",
+        "the criterion benchmarks of cache-bench, then a table of medians and ratios (--no-rocksdb: without the RocksDB bench and its C++ build)",
     ),
     ("ci [--require-redis]", "lint, then test-all"),
 ];
@@ -240,9 +240,12 @@ fn lint() -> TaskResult {
 fn bench(args: &[String]) -> TaskResult {
     let mut filter = None;
     let mut rounds = 3usize;
+    let mut with_rocksdb = true;
     let mut words = args.iter();
     while let Some(word) = words.next() {
-        if word == "--rounds" {
+        if word == "--no-rocksdb" {
+            with_rocksdb = false;
+        } else if word == "--rounds" {
             rounds = words
                 .next()
                 .and_then(|n| n.parse().ok())
@@ -261,6 +264,9 @@ fn bench(args: &[String]) -> TaskResult {
         let started = std::time::SystemTime::now();
         let mut command = cargo();
         command.args(["bench", "-p", "cache-bench"]);
+        if with_rocksdb {
+            command.args(["--features", "rocksdb"]);
+        }
         if let Some(filter) = &filter {
             command.args(["--", filter]);
         }

@@ -1,21 +1,17 @@
-//! Disk tiers: get-hit and put of the 16 KiB response with 10 headers.
-//!
-//! cacache: `cache-cacache` against raw `cacache` read/write of the same encoded bytes
-//! (its async API, and its sync API inside `spawn_blocking`, which is what the backend
-//! does) and against `http-cache`'s `CACacheManager`. RocksDB: `cache-rocksdb` against raw
-//! `rocksdb` get/put of the same bytes, inside `spawn_blocking` (the fair comparison: a
-//! RocksDB call must not block the executor) and inline.
+//! The cacache disk tier: get-hit and put of the 16 KiB response with 10 headers,
+//! `cache-cacache` against raw `cacache` read/write of the same encoded bytes (its async
+//! API, and its sync API inside `spawn_blocking`, which is what the backend does) and
+//! against `http-cache`'s `CACacheManager`. RocksDB has a bench of its own (`rocksdb`,
+//! behind the `rocksdb` feature).
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use cache_bench::{BODY_LEN, http_cache_response, keys, response};
+use cache_bench::{BODY_LEN, KeyCycle, encoded, http_cache_response, response};
 use cache_cacache::{CacacheCache, CacacheConfig};
-use cache_core::{CacheManager, PutOptions, codec};
-use cache_rocksdb::{RocksDbCache, RocksDbConfig};
+use cache_core::{CacheManager, PutOptions};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http_cache::{CACacheManager, CacheManager as _};
 
@@ -30,43 +26,13 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-struct KeyCycle {
-    keys: Vec<String>,
-    next: AtomicUsize,
-}
-
-impl KeyCycle {
-    fn new() -> Self {
-        let mut keys = keys();
-        keys.truncate(DISK_KEYS);
-        Self {
-            keys,
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    fn next(&self) -> &str {
-        &self.keys[self.next.fetch_add(1, Ordering::Relaxed) % self.keys.len()]
-    }
-}
-
 fn ttl() -> PutOptions {
     PutOptions::new().with_ttl(Duration::from_secs(3600))
 }
 
-fn encoded(key: &str) -> Vec<u8> {
-    let (cached, policy) = response();
-    let metadata = cache_core::EntryMetadata::new(
-        std::time::SystemTime::now(),
-        Duration::from_secs(3600),
-        vec![],
-    );
-    codec::encode_parts(key, &cached, &policy, &metadata).expect("encode")
-}
-
 fn cacache_benches(c: &mut Criterion) {
     let rt = runtime();
-    let keys = KeyCycle::new();
+    let keys = KeyCycle::new(DISK_KEYS);
     let (cached, policy) = response();
     let root = tempfile::tempdir().expect("tempdir");
     let ours_dir = root.path().join("ours");
@@ -255,138 +221,9 @@ fn cacache_benches(c: &mut Criterion) {
     group.finish();
 }
 
-fn rocksdb_benches(c: &mut Criterion) {
-    let rt = runtime();
-    let keys = KeyCycle::new();
-    let (cached, policy) = response();
-    let root = tempfile::tempdir().expect("tempdir");
-    let ours = rt
-        .block_on(RocksDbCache::open(
-            RocksDbConfig::new(root.path().join("ours")).with_capacity_bytes(1 << 32),
-        ))
-        .expect("open");
-    let ours: Arc<dyn CacheManager> = Arc::new(ours);
-    let raw = Arc::new(rocksdb::DB::open_default(root.path().join("raw")).expect("raw open"));
-    // The same settings as cache-rocksdb's defaults (a 16 MiB write buffer, so the data
-    // set lives in SST files as it does under the backend, a 64 MiB block cache, bloom
-    // filters, LZ4): the difference to this contender is the backend's own work.
-    let raw_alike = {
-        let mut options = rocksdb::Options::default();
-        options.create_if_missing(true);
-        options.set_write_buffer_size(16 * 1024 * 1024);
-        let mut table = rocksdb::BlockBasedOptions::default();
-        table.set_block_cache(&rocksdb::Cache::new_lru_cache(64 * 1024 * 1024));
-        table.set_bloom_filter(10.0, false);
-        options.set_block_based_table_factory(&table);
-        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        Arc::new(rocksdb::DB::open(&options, root.path().join("raw-alike")).expect("raw open"))
-    };
-    let bytes = Bytes::from(encoded(&keys.keys[0]));
-    rt.block_on(async {
-        for key in &keys.keys {
-            ours.put(key, cached.clone(), policy.clone(), ttl())
-                .await
-                .expect("put");
-            raw.put(key, &bytes).expect("raw put");
-            raw_alike.put(key, &bytes).expect("raw put");
-        }
-        for key in &keys.keys {
-            assert_eq!(
-                ours.get(key).await.unwrap().unwrap().response.body.len(),
-                BODY_LEN
-            );
-            assert_eq!(raw.get(key).unwrap().unwrap().len(), bytes.len());
-        }
-    });
-
-    let mut group = c.benchmark_group("rocksdb/get_hit");
-    group.bench_function("cache-rocksdb", |b| {
-        b.to_async(&rt)
-            .iter(|| async { black_box(ours.get(keys.next()).await.unwrap()) });
-    });
-    group.bench_function("raw rocksdb get in spawn_blocking", |b| {
-        b.to_async(&rt).iter(|| async {
-            let (raw, key) = (Arc::clone(&raw), keys.next().to_owned());
-            black_box(
-                tokio::task::spawn_blocking(move || raw.get(key).unwrap())
-                    .await
-                    .unwrap(),
-            )
-        });
-    });
-    group.bench_function(
-        "raw rocksdb get in spawn_blocking, cache-rocksdb's settings",
-        |b| {
-            b.to_async(&rt).iter(|| async {
-                let (raw, key) = (Arc::clone(&raw_alike), keys.next().to_owned());
-                black_box(
-                    tokio::task::spawn_blocking(move || raw.get(key).unwrap())
-                        .await
-                        .unwrap(),
-                )
-            });
-        },
-    );
-    group.bench_function("raw rocksdb get inline", |b| {
-        b.iter(|| black_box(raw.get(keys.next()).unwrap()));
-    });
-    group.finish();
-
-    let mut group = c.benchmark_group("rocksdb/put");
-    group.bench_function("cache-rocksdb", |b| {
-        b.to_async(&rt).iter_batched(
-            || (keys.next().to_owned(), cached.clone(), policy.clone()),
-            |(key, response, policy)| {
-                let ours = Arc::clone(&ours);
-                async move { ours.put(&key, response, policy, ttl()).await.unwrap() }
-            },
-            BatchSize::SmallInput,
-        );
-    });
-    group.bench_function("raw rocksdb put in spawn_blocking", |b| {
-        b.to_async(&rt).iter_batched(
-            || (keys.next().to_owned(), bytes.clone()),
-            |(key, bytes)| {
-                let raw = Arc::clone(&raw);
-                async move {
-                    tokio::task::spawn_blocking(move || raw.put(key, bytes).unwrap())
-                        .await
-                        .unwrap();
-                }
-            },
-            BatchSize::SmallInput,
-        );
-    });
-    group.bench_function(
-        "raw rocksdb put in spawn_blocking, cache-rocksdb's settings",
-        |b| {
-            b.to_async(&rt).iter_batched(
-                || (keys.next().to_owned(), bytes.clone()),
-                |(key, bytes)| {
-                    let raw = Arc::clone(&raw_alike);
-                    async move {
-                        tokio::task::spawn_blocking(move || raw.put(key, bytes).unwrap())
-                            .await
-                            .unwrap();
-                    }
-                },
-                BatchSize::SmallInput,
-            );
-        },
-    );
-    group.bench_function("raw rocksdb put inline", |b| {
-        b.iter_batched(
-            || (keys.next().to_owned(), bytes.clone()),
-            |(key, bytes)| raw.put(key, bytes).unwrap(),
-            BatchSize::SmallInput,
-        );
-    });
-    group.finish();
-}
-
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
-    targets = cacache_benches, rocksdb_benches
+    targets = cacache_benches
 }
 criterion_main!(benches);

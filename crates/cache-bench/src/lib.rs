@@ -4,10 +4,11 @@
 //! managers in one run. Run them with `cargo xtask bench` (which prints the ratios) or
 //! `cargo bench -p cache-bench`.
 
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use cache_core::{CachePolicy, CachedResponse};
+use cache_core::{CachePolicy, CachedResponse, EntryMetadata, codec};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use url::Url;
 
@@ -82,4 +83,37 @@ pub fn policy_for(response: &CachedResponse) -> CachePolicy {
     *head.status_mut() = response.status;
     *head.headers_mut() = response.headers.clone();
     CachePolicy::new_options(&request, &head, SystemTime::now(), Default::default())
+}
+
+/// The first `count` of [`keys`], handed out in turn from any thread.
+#[derive(Debug)]
+pub struct KeyCycle {
+    /// The keys, in the order they are handed out.
+    pub keys: Vec<String>,
+    next: AtomicUsize,
+}
+
+impl KeyCycle {
+    /// The first `count` keys (at most [`KEY_COUNT`]).
+    pub fn new(count: usize) -> Self {
+        let mut keys = keys();
+        keys.truncate(count);
+        Self {
+            keys,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next key, starting again from the first after the last.
+    pub fn next(&self) -> &str {
+        &self.keys[self.next.fetch_add(1, Ordering::Relaxed) % self.keys.len()]
+    }
+}
+
+/// The standard response encoded as the byte-storing backends store it (for `key`, with
+/// an hour to live): what the raw contenders read and write.
+pub fn encoded(key: &str) -> Vec<u8> {
+    let (cached, policy) = response();
+    let metadata = EntryMetadata::new(SystemTime::now(), Duration::from_secs(3600), vec![]);
+    codec::encode_parts(key, &cached, &policy, &metadata).expect("encode")
 }

@@ -1,0 +1,168 @@
+//! The RocksDB disk tier: get-hit and put of the 16 KiB response with 10 headers,
+//! `cache-rocksdb` against raw `rocksdb` get/put of the same encoded bytes, inside
+//! `spawn_blocking` (the fair comparison: a RocksDB call must not block the executor) and
+//! inline, with RocksDB's defaults and with cache-rocksdb's settings.
+//!
+//! Behind the `rocksdb` feature (the C++ build of RocksDB takes about 16 minutes cold):
+//! `cargo bench -p cache-bench --features rocksdb --bench rocksdb`, or `cargo xtask bench`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cache_bench::{BODY_LEN, KeyCycle, encoded, response};
+use cache_core::{CacheManager, PutOptions};
+use cache_rocksdb::{RocksDbCache, RocksDbConfig};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+
+/// Fewer keys than the memory benchmarks: the data set lives in table files.
+const DISK_KEYS: usize = 2_000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn ttl() -> PutOptions {
+    PutOptions::new().with_ttl(Duration::from_secs(3600))
+}
+
+fn rocksdb_benches(c: &mut Criterion) {
+    let rt = runtime();
+    let keys = KeyCycle::new(DISK_KEYS);
+    let (cached, policy) = response();
+    let root = tempfile::tempdir().expect("tempdir");
+    let ours = rt
+        .block_on(RocksDbCache::open(
+            RocksDbConfig::new(root.path().join("ours")).with_capacity_bytes(1 << 32),
+        ))
+        .expect("open");
+    let ours: Arc<dyn CacheManager> = Arc::new(ours);
+    let raw = Arc::new(rocksdb::DB::open_default(root.path().join("raw")).expect("raw open"));
+    // The same settings as cache-rocksdb's defaults (a 16 MiB write buffer, so the data
+    // set lives in SST files as it does under the backend, a 64 MiB block cache, bloom
+    // filters, LZ4): the difference to this contender is the backend's own work.
+    let raw_alike = {
+        let mut options = rocksdb::Options::default();
+        options.create_if_missing(true);
+        options.set_write_buffer_size(16 * 1024 * 1024);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&rocksdb::Cache::new_lru_cache(64 * 1024 * 1024));
+        table.set_bloom_filter(10.0, false);
+        options.set_block_based_table_factory(&table);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        Arc::new(rocksdb::DB::open(&options, root.path().join("raw-alike")).expect("raw open"))
+    };
+    let bytes = Bytes::from(encoded(&keys.keys[0]));
+    rt.block_on(async {
+        for key in &keys.keys {
+            ours.put(key, cached.clone(), policy.clone(), ttl())
+                .await
+                .expect("put");
+            raw.put(key, &bytes).expect("raw put");
+            raw_alike.put(key, &bytes).expect("raw put");
+        }
+        for key in &keys.keys {
+            assert_eq!(
+                ours.get(key).await.unwrap().unwrap().response.body.len(),
+                BODY_LEN
+            );
+            assert_eq!(raw.get(key).unwrap().unwrap().len(), bytes.len());
+        }
+    });
+
+    let mut group = c.benchmark_group("rocksdb/get_hit");
+    group.bench_function("cache-rocksdb", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(ours.get(keys.next()).await.unwrap()) });
+    });
+    group.bench_function("raw rocksdb get in spawn_blocking", |b| {
+        b.to_async(&rt).iter(|| async {
+            let (raw, key) = (Arc::clone(&raw), keys.next().to_owned());
+            black_box(
+                tokio::task::spawn_blocking(move || raw.get(key).unwrap())
+                    .await
+                    .unwrap(),
+            )
+        });
+    });
+    group.bench_function(
+        "raw rocksdb get in spawn_blocking, cache-rocksdb's settings",
+        |b| {
+            b.to_async(&rt).iter(|| async {
+                let (raw, key) = (Arc::clone(&raw_alike), keys.next().to_owned());
+                black_box(
+                    tokio::task::spawn_blocking(move || raw.get(key).unwrap())
+                        .await
+                        .unwrap(),
+                )
+            });
+        },
+    );
+    group.bench_function("raw rocksdb get inline", |b| {
+        b.iter(|| black_box(raw.get(keys.next()).unwrap()));
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("rocksdb/put");
+    group.bench_function("cache-rocksdb", |b| {
+        b.to_async(&rt).iter_batched(
+            || (keys.next().to_owned(), cached.clone(), policy.clone()),
+            |(key, response, policy)| {
+                let ours = Arc::clone(&ours);
+                async move { ours.put(&key, response, policy, ttl()).await.unwrap() }
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("raw rocksdb put in spawn_blocking", |b| {
+        b.to_async(&rt).iter_batched(
+            || (keys.next().to_owned(), bytes.clone()),
+            |(key, bytes)| {
+                let raw = Arc::clone(&raw);
+                async move {
+                    tokio::task::spawn_blocking(move || raw.put(key, bytes).unwrap())
+                        .await
+                        .unwrap();
+                }
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    group.bench_function(
+        "raw rocksdb put in spawn_blocking, cache-rocksdb's settings",
+        |b| {
+            b.to_async(&rt).iter_batched(
+                || (keys.next().to_owned(), bytes.clone()),
+                |(key, bytes)| {
+                    let raw = Arc::clone(&raw_alike);
+                    async move {
+                        tokio::task::spawn_blocking(move || raw.put(key, bytes).unwrap())
+                            .await
+                            .unwrap();
+                    }
+                },
+                BatchSize::SmallInput,
+            );
+        },
+    );
+    group.bench_function("raw rocksdb put inline", |b| {
+        b.iter_batched(
+            || (keys.next().to_owned(), bytes.clone()),
+            |(key, bytes)| raw.put(key, bytes).unwrap(),
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    targets = rocksdb_benches
+}
+criterion_main!(benches);
