@@ -61,7 +61,10 @@ fn client<T: http_cache::CacheManager>(manager: T) -> ClientWithMiddleware {
 async fn cached_get(client: &ClientWithMiddleware, url: &str) -> usize {
     let reply = client.get(url).send().await.expect("send");
     assert_eq!(
-        reply.headers().get("x-cache").map(|value| value.as_bytes()),
+        reply
+            .headers()
+            .get("x-cache")
+            .map(http::HeaderValue::as_bytes),
         Some(&b"HIT"[..]),
         "a measured request must be a hit"
     );

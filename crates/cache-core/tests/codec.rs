@@ -295,7 +295,7 @@ fn the_policy_is_decoded_on_first_use_and_an_undecodable_one_forbids_reuse() {
     // so the envelope is the same, byte for byte.
     let decoded = codec::decode_for_key(Bytes::from(encoded.clone()), "lazy").unwrap();
     assert_eq!(
-        decoded.serialized_policy().map(|policy| policy.len()),
+        decoded.serialized_policy().map(Bytes::len),
         Some(codec::encode_policy(entry.policy()).unwrap().len())
     );
     assert_eq!(codec::encode("lazy", &decoded).unwrap(), encoded);

@@ -129,7 +129,7 @@ pub fn assert_entry(
 ) {
     assert_same_response(&got.response, expected, context);
     let request = request_for(&expected.url);
-    assert_equivalent_policy(&got.policy(), expected_policy, &request, context);
+    assert_equivalent_policy(got.policy(), expected_policy, &request, context);
     assert_eq!(got.metadata.tags, expected_tags, "{context}: tags");
 }
 
