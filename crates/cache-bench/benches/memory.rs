@@ -6,10 +6,9 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cache_bench::{BODY_LEN, KEY_COUNT, http_cache_response, keys, response};
+use cache_bench::{BODY_LEN, KEY_COUNT, KeyCycle, http_cache_response, response};
 use cache_core::{CacheManager, PutOptions};
 use cache_memory::MemoryCache;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -24,33 +23,13 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// A rotating index into the key set, so every iteration reads or writes the next key.
-struct KeyCycle {
-    keys: Vec<String>,
-    next: AtomicUsize,
-}
-
-impl KeyCycle {
-    fn new() -> Self {
-        Self {
-            keys: keys(),
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    fn next(&self) -> &str {
-        let n = self.next.fetch_add(1, Ordering::Relaxed) % KEY_COUNT;
-        &self.keys[n]
-    }
-}
-
 fn ttl() -> PutOptions {
     PutOptions::new().with_ttl(Duration::from_secs(3600))
 }
 
 fn get_hit(c: &mut Criterion) {
     let rt = runtime();
-    let keys = KeyCycle::new();
+    let keys = KeyCycle::new(KEY_COUNT);
     let (cached, policy) = response();
 
     let memory = MemoryCache::builder()
@@ -119,7 +98,7 @@ fn get_hit(c: &mut Criterion) {
 
 fn put(c: &mut Criterion) {
     let rt = runtime();
-    let keys = KeyCycle::new();
+    let keys = KeyCycle::new(KEY_COUNT);
     let (cached, policy) = response();
 
     let memory: Arc<dyn CacheManager> = Arc::new(

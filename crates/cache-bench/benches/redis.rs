@@ -7,10 +7,9 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cache_bench::{BODY_LEN, keys, response};
+use cache_bench::{BODY_LEN, KeyCycle, response};
 use cache_core::{CacheManager, PutOptions, codec};
 use cache_redis::testing::RedisServer;
 use cache_redis::{RedisCache, RedisConfig};
@@ -32,26 +31,6 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// One operation of a contender, callable from any task.
 type Operation = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
-
-struct KeyCycle {
-    keys: Vec<String>,
-    next: AtomicUsize,
-}
-
-impl KeyCycle {
-    fn new() -> Self {
-        let mut keys = keys();
-        keys.truncate(REDIS_KEYS);
-        Self {
-            keys,
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    fn next(&self) -> &str {
-        &self.keys[self.next.fetch_add(1, Ordering::Relaxed) % self.keys.len()]
-    }
-}
 
 fn ttl() -> PutOptions {
     PutOptions::new().with_ttl(Duration::from_secs(3600))
@@ -92,7 +71,7 @@ fn redis_benches(c: &mut Criterion) {
             (server.url(), Some(server))
         }
     };
-    let keys = Arc::new(KeyCycle::new());
+    let keys = Arc::new(KeyCycle::new(REDIS_KEYS));
     let (cached, policy) = response();
     let namespace = format!("bench-{}", std::process::id());
     let ours = rt

@@ -81,12 +81,7 @@ pub struct DecodedHead {
 /// Encodes an entry with its body into one envelope.
 pub fn encode(key: &str, entry: &CacheEntry) -> Result<Vec<u8>> {
     let response = &entry.response;
-    let head = HeadRef {
-        status: response.status,
-        version: response.version,
-        headers: &response.headers,
-        url: &response.url,
-    };
+    let head = HeadRef::of_response(response);
     // An entry read from an envelope carries its policy's serialized (already redacted)
     // bytes: they are written again as they are, without decoding them.
     let policy = match entry.serialized_policy() {
@@ -112,12 +107,7 @@ pub fn encode_parts(
     policy: &CachePolicy,
     metadata: &EntryMetadata,
 ) -> Result<Vec<u8>> {
-    let head = HeadRef {
-        status: response.status,
-        version: response.version,
-        headers: &response.headers,
-        url: &response.url,
-    };
+    let head = HeadRef::of_response(response);
     let body = &response.body[..];
     write_envelope(
         &[],
@@ -140,12 +130,7 @@ pub fn encode_parts_with_prefix(
     policy: &CachePolicy,
     metadata: &EntryMetadata,
 ) -> Result<Vec<u8>> {
-    let head = HeadRef {
-        status: response.status,
-        version: response.version,
-        headers: &response.headers,
-        url: &response.url,
-    };
+    let head = HeadRef::of_response(response);
     let body = &response.body[..];
     write_envelope(
         prefix,
@@ -194,12 +179,7 @@ pub fn encode_parts_borrowed<'a>(
     policy: &CachePolicy,
     metadata: &EntryMetadata,
 ) -> Result<BorrowedEnvelope<'a>> {
-    let head = HeadRef {
-        status: response.status,
-        version: response.version,
-        headers: &response.headers,
-        url: &response.url,
-    };
+    let head = HeadRef::of_response(response);
     let body = &response.body[..];
     let mut envelope_head = write_head(
         &[],
@@ -405,6 +385,17 @@ struct HeadRef<'a> {
     version: Version,
     headers: &'a HeaderMap,
     url: &'a Url,
+}
+
+impl<'a> HeadRef<'a> {
+    fn of_response(response: &'a CachedResponse) -> Self {
+        Self {
+            status: response.status,
+            version: response.version,
+            headers: &response.headers,
+            url: &response.url,
+        }
+    }
 }
 
 fn write_envelope(
