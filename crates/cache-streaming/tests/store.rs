@@ -232,7 +232,14 @@ async fn failed_short_long_and_dropped_puts_leave_nothing_after_a_sweep() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_body_byte_ends_the_stream_with_an_error_and_removes_the_entries() {
-    for verification in [ReadVerification::Checksum, ReadVerification::Sha256] {
+    // Five 256 KiB read chunks: the flipped byte is in the second, the third and the
+    // short last one (the check runs over the whole body before its last chunk).
+    for (verification, flipped) in [
+        (ReadVerification::Checksum, 300_000),
+        (ReadVerification::Checksum, 700_000),
+        (ReadVerification::Checksum, 1024 * 1024 + 2),
+        (ReadVerification::Sha256, 700_000),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let store = StreamingStore::open(
             StreamingConfig::new(dir.path()).with_read_verification(verification),
@@ -244,7 +251,7 @@ async fn a_flipped_body_byte_ends_the_stream_with_an_error_and_removes_the_entri
         put_streamed(&store, "same-body", &stored).await;
         let path = store.raw_access().body_file("victim").expect("a body file");
         let mut bytes = std::fs::read(&path).unwrap();
-        bytes[700_000] ^= 0x20;
+        bytes[flipped] ^= 0x20;
         std::fs::write(&path, &bytes).unwrap();
 
         let entry = store
@@ -255,7 +262,7 @@ async fn a_flipped_body_byte_ends_the_stream_with_an_error_and_removes_the_entri
         let error = body::collect(entry.body, usize::MAX)
             .await
             .expect_err("the corrupt body must end with an error");
-        assert_eq!(error.kind(), ErrorKind::Body, "{verification:?}");
+        assert_eq!(error.kind(), ErrorKind::Body, "{verification:?} {flipped}");
         let cause = std::error::Error::source(&error)
             .and_then(|source| source.downcast_ref::<cache_core::Error>())
             .expect("the store's error is the cause");
@@ -272,6 +279,37 @@ async fn a_flipped_body_byte_ends_the_stream_with_an_error_and_removes_the_entri
         assert!(!path.exists(), "the corrupt body file is removed");
         assert_eq!(store.stats().unwrap().corrupt_entries, 2);
     }
+}
+
+#[tokio::test]
+async fn a_body_truncated_while_it_is_streamed_ends_with_an_error_and_removes_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1 << 30).await;
+    let stored = random_bytes(1024 * 1024);
+    put_streamed(&store, "victim", &stored).await;
+    let entry = store
+        .get_stream("victim")
+        .await
+        .unwrap()
+        .expect("the entry opens");
+    // The reader starts on the first poll, after the file lost its tail.
+    let path = store.raw_access().body_file("victim").unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(300_000)
+        .unwrap();
+    let error = body::collect(entry.body, usize::MAX)
+        .await
+        .expect_err("a truncated body must end with an error");
+    let cause = std::error::Error::source(&error)
+        .and_then(|source| source.downcast_ref::<cache_core::Error>())
+        .expect("the store's error is the cause");
+    assert_eq!(cause.kind(), ErrorKind::CorruptEntry);
+    assert!(store.get("victim").await.unwrap().is_none());
+    assert_eq!(store.stats().unwrap().corrupt_entries, 1);
+    assert!(!path.exists(), "the truncated body file is removed");
 }
 
 #[tokio::test]
