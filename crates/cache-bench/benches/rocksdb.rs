@@ -42,7 +42,7 @@ fn rocksdb_benches(c: &mut Criterion) {
         ))
         .expect("open"),
     );
-    let ours: Arc<dyn CacheManager> = Arc::clone(&ours_db) as Arc<dyn CacheManager>;
+    let ours: Arc<dyn CacheManager> = ours_db.clone();
     let raw = Arc::new(rocksdb::DB::open_default(root.path().join("raw")).expect("raw open"));
     // The same settings as cache-rocksdb's defaults (a 16 MiB write buffer, so the data
     // set lives in SST files as it does under the backend, a 64 MiB block cache, bloom

@@ -5,10 +5,10 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cache_bench::{BODY_LEN, keys, response};
+use cache_bench::{BODY_LEN, KEY_COUNT, KeyCycle, response};
 use cache_core::{CacheManager, PutOptions};
 use cache_memory::MemoryCache;
 use cache_tiered::{FetchError, Fetched, Tier, TieredCache};
@@ -22,24 +22,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-struct KeyCycle {
-    keys: Vec<String>,
-    next: AtomicUsize,
-}
-
-impl KeyCycle {
-    fn new() -> Self {
-        Self {
-            keys: keys(),
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    fn next(&self) -> &str {
-        &self.keys[self.next.fetch_add(1, Ordering::Relaxed) % self.keys.len()]
-    }
-}
-
 fn ttl() -> PutOptions {
     PutOptions::new().with_ttl(Duration::from_secs(3600))
 }
@@ -50,7 +32,7 @@ fn memory() -> Arc<MemoryCache> {
 
 fn tiered_benches(c: &mut Criterion) {
     let rt = runtime();
-    let keys = KeyCycle::new();
+    let keys = KeyCycle::new(KEY_COUNT);
     let (cached, policy) = response();
     let (l1, l2) = (memory(), memory());
     let alone = memory();

@@ -230,6 +230,13 @@ async fn failed_short_long_and_dropped_puts_leave_nothing_after_a_sweep() {
     assert_eq!(store.entry_count().await.unwrap(), 0);
 }
 
+/// The store's own error behind a body error (`body::collect` wraps it).
+fn store_cause(error: &cache_core::Error) -> &cache_core::Error {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<cache_core::Error>())
+        .expect("the store's error is the cause")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_body_byte_ends_the_stream_with_an_error_and_removes_the_entries() {
     // Five 256 KiB read chunks: the flipped byte is in the second, the third and the
@@ -263,10 +270,7 @@ async fn a_flipped_body_byte_ends_the_stream_with_an_error_and_removes_the_entri
             .await
             .expect_err("the corrupt body must end with an error");
         assert_eq!(error.kind(), ErrorKind::Body, "{verification:?} {flipped}");
-        let cause = std::error::Error::source(&error)
-            .and_then(|source| source.downcast_ref::<cache_core::Error>())
-            .expect("the store's error is the cause");
-        assert_eq!(cause.kind(), ErrorKind::CorruptEntry);
+        assert_eq!(store_cause(&error).kind(), ErrorKind::CorruptEntry);
 
         assert!(
             store.get("victim").await.unwrap().is_none(),
@@ -303,10 +307,8 @@ async fn a_body_truncated_while_it_is_streamed_ends_with_an_error_and_removes_th
     let error = body::collect(entry.body, usize::MAX)
         .await
         .expect_err("a truncated body must end with an error");
-    let cause = std::error::Error::source(&error)
-        .and_then(|source| source.downcast_ref::<cache_core::Error>())
-        .expect("the store's error is the cause");
-    assert_eq!(cause.kind(), ErrorKind::CorruptEntry);
+    assert_eq!(error.kind(), ErrorKind::Body);
+    assert_eq!(store_cause(&error).kind(), ErrorKind::CorruptEntry);
     assert!(store.get("victim").await.unwrap().is_none());
     assert_eq!(store.stats().unwrap().corrupt_entries, 1);
     assert!(!path.exists(), "the truncated body file is removed");
