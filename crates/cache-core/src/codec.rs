@@ -29,6 +29,7 @@
 //! `redacted` before anything is written. The header stays present, so a response that
 //! varies on it never matches a later request by mistake: it becomes a miss instead.
 
+use std::hash::Hasher as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -191,10 +192,10 @@ pub fn encode_parts_borrowed<'a>(
         body.len() as u64,
         false,
     )?;
-    let mut checksum = xxhash_rust::xxh3::Xxh3::new();
-    checksum.update(&envelope_head[CHECKSUM_START..]);
-    checksum.update(body);
-    envelope_head[8..16].copy_from_slice(&checksum.digest().to_le_bytes());
+    let mut checksum = twox_hash::XxHash3_64::new();
+    checksum.write(&envelope_head[CHECKSUM_START..]);
+    checksum.write(body);
+    envelope_head[8..16].copy_from_slice(&checksum.finish().to_le_bytes());
     Ok(BorrowedEnvelope {
         head: envelope_head,
         body,
@@ -422,7 +423,7 @@ fn write_envelope(
     if let Some(body) = body {
         out.extend_from_slice(body);
     }
-    let checksum = xxhash_rust::xxh3::xxh3_64(&out[base + CHECKSUM_START..]);
+    let checksum = twox_hash::XxHash3_64::oneshot(&out[base + CHECKSUM_START..]);
     out[base + 8..base + 16].copy_from_slice(&checksum.to_le_bytes());
     Ok(out)
 }
@@ -596,7 +597,7 @@ fn read_fixed_header(bytes: &[u8], head_only: bool) -> Result<FixedHeader> {
     if expected_len != Some(bytes.len() as u64) {
         return Err(corrupt("the envelope's lengths do not match its size"));
     }
-    if xxhash_rust::xxh3::xxh3_64(&bytes[CHECKSUM_START..]) != stored_checksum {
+    if twox_hash::XxHash3_64::oneshot(&bytes[CHECKSUM_START..]) != stored_checksum {
         return Err(corrupt("the envelope's checksum does not match"));
     }
     Ok(FixedHeader {

@@ -61,6 +61,13 @@ struct Slot {
     stored_bytes: u64,
 }
 
+/// A stored value as read, before decoding: the write sequence of its put and its
+/// envelope (`None` when the value is too short to hold either).
+struct StoredValue {
+    sequence: Option<u64>,
+    envelope: Option<Bytes>,
+}
+
 /// The slots of the keys of one lock stripe.
 type Slots = HashMap<Box<[u8]>, Slot>;
 
@@ -398,17 +405,16 @@ impl Inner {
         Ok(Some(slot.stored_bytes))
     }
 
-    fn get_blocking(&self, key: &str) -> Result<Option<Arc<CacheEntry>>> {
+    /// Reads a key's stored value: its write sequence and its envelope, not yet decoded
+    /// (decoding is CPU work, done on the caller's task). A damaged block is removed and
+    /// reads as nothing.
+    fn read_blocking(&self, key: &str) -> Result<Option<StoredValue>> {
         let stored = match self.db.get_pinned_cf(self.entries(), key.as_bytes()) {
             Ok(Some(stored)) => stored,
-            Ok(None) => {
-                self.counters.add_misses(1);
-                return Ok(None);
-            }
+            Ok(None) => return Ok(None),
             // A damaged block: the entry is unreadable, which is a miss; delete it so the
             // key can be written again.
             Err(error) if error.kind() == rocksdb::ErrorKind::Corruption => {
-                self.counters.add_misses(1);
                 if self.remove(key.as_bytes(), None)?.is_some() {
                     self.counters.add_corrupt_entries(1);
                 }
@@ -416,28 +422,10 @@ impl Inner {
             }
             Err(error) => return Err(db_error(error, "cannot read an entry").with_key(key)),
         };
-        let sequence = sequence_of(&stored);
-        let envelope = stored.get(SEQUENCE_LEN..).map(Bytes::copy_from_slice);
-        drop(stored);
-        let now = SystemTime::now();
-        match envelope.map(|envelope| codec::decode_for_key(envelope, key)) {
-            Some(Ok(entry)) if entry.metadata.expires_at > now => {
-                self.counters.add_hits(1);
-                Ok(Some(Arc::new(entry)))
-            }
-            Some(Ok(_)) => {
-                self.counters.add_misses(1);
-                if self.remove(key.as_bytes(), sequence)?.is_some() {
-                    self.counters.add_expirations(1);
-                }
-                Ok(None)
-            }
-            Some(Err(_)) | None => {
-                self.counters.add_misses(1);
-                self.remove_corrupt(key.as_bytes(), sequence)?;
-                Ok(None)
-            }
-        }
+        Ok(Some(StoredValue {
+            sequence: sequence_of(&stored),
+            envelope: stored.get(SEQUENCE_LEN..).map(Bytes::copy_from_slice),
+        }))
     }
 
     fn remove_corrupt(&self, key: &[u8], sequence: Option<u64>) -> Result<()> {
@@ -451,19 +439,20 @@ impl Inner {
         Ok(())
     }
 
-    fn put_blocking(
+    /// What a put stores, encoded on the caller's task (CPU work, no I/O): `None` when
+    /// the entry must not be stored (its storage TTL is zero).
+    fn prepare_put(
         &self,
         key: &str,
         response: &CachedResponse,
         policy: &CachePolicy,
         options: &PutOptions,
-    ) -> Result<()> {
+    ) -> Result<Option<(u64, Vec<u8>)>> {
         let metadata =
             self.ttl_policy
                 .entry_metadata(policy, &response.headers, options, SystemTime::now());
         if metadata.storage_ttl().is_zero() {
-            self.remove(key.as_bytes(), None)?;
-            return Ok(());
+            return Ok(None);
         }
         let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
         // The stored value is the sequence then the envelope, encoded in one buffer.
@@ -486,7 +475,12 @@ impl Inner {
             )
             .with_key(key));
         }
+        Ok(Some((sequence, value)))
+    }
 
+    /// Writes a value `prepare_put` encoded, replacing the key's old one, and evicts
+    /// what no longer fits.
+    fn write_blocking(&self, key: &str, sequence: u64, value: Vec<u8>) -> Result<()> {
         let stored_bytes = (key.len() + value.len()) as u64;
         let mut slots = self.key_lock(key.as_bytes());
         let old = slots.get(key.as_bytes()).copied();
@@ -630,8 +624,40 @@ impl CacheManager for RocksDbCache {
         if let Err(error) = validate_key(NAME, key) {
             return CacheFuture::ready(Err(error));
         }
-        let (inner, key) = (Arc::clone(&self.inner), key.to_owned());
-        CacheFuture::blocking(NAME, move || inner.get_blocking(&key))
+        let inner = Arc::clone(&self.inner);
+        CacheFuture::new(async move {
+            // Only the read runs on the blocking pool; decoding is CPU work, done here.
+            let (reader, owned_key) = (Arc::clone(&inner), key.to_owned());
+            let stored =
+                CacheFuture::blocking(NAME, move || reader.read_blocking(&owned_key)).await?;
+            let Some(StoredValue { sequence, envelope }) = stored else {
+                inner.counters.add_misses(1);
+                return Ok(None);
+            };
+            let now = SystemTime::now();
+            let expired = match envelope.map(|envelope| codec::decode_for_key(envelope, key)) {
+                Some(Ok(entry)) if entry.metadata.expires_at > now => {
+                    inner.counters.add_hits(1);
+                    return Ok(Some(Arc::new(entry)));
+                }
+                Some(Ok(_)) => true,
+                Some(Err(_)) | None => false,
+            };
+            inner.counters.add_misses(1);
+            let owned_key = key.to_owned();
+            CacheFuture::blocking(NAME, move || {
+                if expired {
+                    if inner.remove(owned_key.as_bytes(), sequence)?.is_some() {
+                        inner.counters.add_expirations(1);
+                    }
+                    Ok(())
+                } else {
+                    inner.remove_corrupt(owned_key.as_bytes(), sequence)
+                }
+            })
+            .await?;
+            Ok(None)
+        })
     }
 
     fn put<'a>(
@@ -644,9 +670,16 @@ impl CacheManager for RocksDbCache {
         if let Err(error) = validate_key(NAME, key) {
             return CacheFuture::ready(Err(error));
         }
-        let (inner, key) = (Arc::clone(&self.inner), key.to_owned());
-        CacheFuture::blocking(NAME, move || {
-            inner.put_blocking(&key, &response, &policy, &options)
+        let inner = Arc::clone(&self.inner);
+        CacheFuture::new(async move {
+            // Encoding is CPU work, done here; only the write runs on the blocking pool.
+            let prepared = inner.prepare_put(key, &response, &policy, &options)?;
+            let owned_key = key.to_owned();
+            CacheFuture::blocking(NAME, move || match prepared {
+                Some((sequence, value)) => inner.write_blocking(&owned_key, sequence, value),
+                None => inner.remove(owned_key.as_bytes(), None).map(drop),
+            })
+            .await
         })
     }
 

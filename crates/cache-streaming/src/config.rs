@@ -71,8 +71,9 @@ impl StreamingConfig {
         self
     }
 
-    /// The size of the chunks a streamed body is read in; a reading stream holds at most
-    /// two of them (one being read ahead). Clamped to 4 KiB ..= 16 MiB. Default: 256 KiB.
+    /// The size of the chunks a streamed body is read in; a reading stream reads up to
+    /// eight chunks ahead of its consumer and keeps ten buffers (2.5 MiB at the default).
+    /// Clamped to 4 KiB ..= 16 MiB. Default: 256 KiB.
     #[must_use]
     pub fn with_read_chunk_bytes(mut self, read_chunk_bytes: usize) -> Self {
         self.read_chunk_bytes = read_chunk_bytes.clamp(4 * 1024, 16 * 1024 * 1024);

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use cache_core::codec::{self, DecodedHead};
 use cache_core::{Error, ErrorKind, Result};
 use sha2::{Digest, Sha256};
-use xxhash_rust::xxh3::xxh3_64;
+use twox_hash::XxHash3_64;
 
 /// The SHA-256 digest of a body.
 pub(crate) type BodyDigest = [u8; 32];
@@ -147,7 +147,7 @@ pub(crate) fn encode_metadata(body: &BodyFacts, envelope: &[u8]) -> Vec<u8> {
     bytes.extend_from_slice(&[0; 3]);
     bytes.extend_from_slice(&body.digest);
     bytes.extend_from_slice(&body.xxh3.to_le_bytes());
-    let header_checksum = xxh3_64(&bytes);
+    let header_checksum = XxHash3_64::oneshot(&bytes);
     bytes.extend_from_slice(&header_checksum.to_le_bytes());
     bytes.extend_from_slice(envelope);
     bytes
@@ -163,7 +163,7 @@ pub(crate) fn decode_metadata(bytes: Bytes) -> Result<StoredMetadata> {
         return Err(corrupt("the metadata file is not in this store's format"));
     }
     let stored_checksum = u64::from_le_bytes(read_array(&bytes, 48));
-    if xxh3_64(&bytes[..48]) != stored_checksum {
+    if XxHash3_64::oneshot(&bytes[..48]) != stored_checksum {
         return Err(corrupt("the metadata header fails its checksum"));
     }
     let digest: BodyDigest = read_array(&bytes, 8);

@@ -1,6 +1,9 @@
 //! Reading a body: one blocking reader per stream reads the file in chunks into reused
 //! buffers, a few chunks ahead of the consumer, and the chunks are verified as they go.
+//! Chunks cross from the reader to the consumer through a queue that wakes either side
+//! once per batch of chunks, not once per chunk.
 
+use std::hash::Hasher as _;
 use std::io::Read;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -10,16 +13,18 @@ use bytes::Bytes;
 use cache_core::{BoxError, Error, ErrorKind};
 use http_body::{Body, Frame, SizeHint};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use xxhash_rust::xxh3::Xxh3;
+use twox_hash::XxHash3_64 as Xxh3;
 
 use crate::config::ReadVerification;
+use crate::handoff::{Consumer, Producer, handoff};
 use crate::layout::BodyFacts;
 use crate::write::lock;
 
 /// Chunks the reader may have read before the consumer takes them.
-const READ_AHEAD_CHUNKS: usize = 2;
+const READ_AHEAD_CHUNKS: usize = 8;
+/// The chunks a waiting side is woken for at once (see `handoff`).
+const WAKE_BATCH: usize = 4;
 /// Buffers a stream keeps for reuse (a chunk the consumer dropped is read into again).
 const POOLED_BUFFERS: usize = READ_AHEAD_CHUNKS + 2;
 
@@ -39,14 +44,14 @@ impl Verifier {
 
     pub(crate) fn update(&mut self, bytes: &[u8]) {
         match self {
-            Self::Checksum(xxh3) => xxh3.update(bytes),
+            Self::Checksum(xxh3) => xxh3.write(bytes),
             Self::Sha256(sha256) => sha256.update(bytes),
         }
     }
 
     pub(crate) fn matches(self, facts: &BodyFacts) -> bool {
         match self {
-            Self::Checksum(xxh3) => xxh3.digest() == facts.xxh3,
+            Self::Checksum(xxh3) => xxh3.finish() == facts.xxh3,
             Self::Sha256(sha256) => <[u8; 32]>::from(sha256.finalize()) == facts.digest,
         }
     }
@@ -118,7 +123,7 @@ fn read_chunks(
     chunk_bytes: usize,
     mut verifier: Option<Verifier>,
     on_corrupt: &OnCorrupt,
-    chunks: &mpsc::Sender<ReadResult>,
+    chunks: &Producer<ReadResult>,
 ) {
     let pool = Arc::new(BufferPool::default());
     let mut remaining = facts.len;
@@ -132,7 +137,7 @@ fn read_chunks(
             } else {
                 ReadResult::Failed(error)
             };
-            let _ = chunks.blocking_send(result);
+            let _ = chunks.send(result, true);
             return;
         }
         remaining -= want as u64;
@@ -144,8 +149,10 @@ fn read_chunks(
                     .is_some_and(|verifier| verifier.matches(&facts))
             {
                 on_corrupt();
-                let _ = chunks
-                    .blocking_send(ReadResult::Corrupt("the body does not match its checksum"));
+                let _ = chunks.send(
+                    ReadResult::Corrupt("the body does not match its checksum"),
+                    true,
+                );
                 return;
             }
         }
@@ -153,7 +160,10 @@ fn read_chunks(
             buffer,
             pool: Arc::clone(&pool),
         });
-        if chunks.blocking_send(ReadResult::Chunk(chunk)).is_err() {
+        if chunks
+            .send(ReadResult::Chunk(chunk), remaining == 0)
+            .is_err()
+        {
             // The consumer dropped the body.
             return;
         }
@@ -172,7 +182,7 @@ struct PendingRead {
 /// entries using the body are removed before that error is yielded).
 pub(crate) struct FileBody {
     pending: Option<PendingRead>,
-    chunks: Option<mpsc::Receiver<ReadResult>>,
+    chunks: Option<Consumer<ReadResult>>,
     /// The consumer-side verifier (xxh3), when the reader does not verify.
     verifier: Option<Verifier>,
     /// The removal of a body found corrupt on this side, awaited before the error.
@@ -214,7 +224,7 @@ impl FileBody {
 
     fn start_reader(&mut self) {
         if let Some(pending) = self.pending.take() {
-            let (sender, receiver) = mpsc::channel(READ_AHEAD_CHUNKS);
+            let (sender, receiver) = handoff(READ_AHEAD_CHUNKS, WAKE_BATCH);
             let (facts, on_corrupt) = (self.facts, Arc::clone(&self.on_corrupt));
             // The reader ends by itself when the body is read or the receiver is dropped.
             drop(tokio::task::spawn_blocking(move || {

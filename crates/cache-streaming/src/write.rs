@@ -2,6 +2,7 @@
 //! writes and hashes the bytes on two blocking threads while the next ones arrive.
 
 use std::collections::HashSet;
+use std::hash::Hasher as _;
 use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,7 @@ use cache_core::{Error, ErrorKind, Result};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use xxhash_rust::xxh3::Xxh3;
+use twox_hash::XxHash3_64 as Xxh3;
 
 use crate::layout::{BodyFacts, Layout, remove_file_if_present};
 
@@ -129,14 +130,14 @@ impl BodyHasher {
 
     pub(crate) fn update(&mut self, bytes: &[u8]) {
         self.sha256.update(bytes);
-        self.xxh3.update(bytes);
+        self.xxh3.write(bytes);
         self.len += bytes.len() as u64;
     }
 
     pub(crate) fn finish(self) -> BodyFacts {
         BodyFacts {
             digest: self.sha256.finalize().into(),
-            xxh3: self.xxh3.digest(),
+            xxh3: self.xxh3.finish(),
             len: self.len,
         }
     }
@@ -246,7 +247,7 @@ impl BodyWriter {
             file,
             BodyFacts {
                 digest: sha256.finalize().into(),
-                xxh3: xxh3.digest(),
+                xxh3: xxh3.finish(),
                 len,
             },
         ))
@@ -306,7 +307,7 @@ fn start_pipeline(mut file: std::fs::File) -> Pipeline {
         while let Some(batch) = writer_batches.blocking_recv() {
             write_chunks(&mut file, &batch)?;
             for chunk in batch.iter() {
-                xxh3.update(chunk);
+                xxh3.write(chunk);
             }
         }
         Ok((file, xxh3))
