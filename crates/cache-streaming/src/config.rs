@@ -72,7 +72,7 @@ impl StreamingConfig {
     }
 
     /// The size of the chunks a streamed body is read in; a reading stream reads up to
-    /// eight chunks ahead of its consumer and keeps ten buffers (2.5 MiB at the default).
+    /// three chunks ahead of its consumer and keeps five buffers (1.25 MiB at the default).
     /// Clamped to 4 KiB ..= 16 MiB. Default: 256 KiB.
     #[must_use]
     pub fn with_read_chunk_bytes(mut self, read_chunk_bytes: usize) -> Self {

@@ -1,7 +1,6 @@
 //! Reading a body: one blocking reader per stream reads the file in chunks into reused
 //! buffers, a few chunks ahead of the consumer, and the chunks are verified as they go.
-//! Chunks cross from the reader to the consumer through a queue that wakes either side
-//! once per batch of chunks, not once per chunk.
+//! Chunks cross from the reader to the consumer through a short queue (`handoff`).
 
 use std::hash::Hasher as _;
 use std::io::Read;
@@ -21,10 +20,15 @@ use crate::handoff::{Consumer, Producer, handoff};
 use crate::layout::BodyFacts;
 use crate::write::lock;
 
-/// Chunks the reader may have read before the consumer takes them.
-const READ_AHEAD_CHUNKS: usize = 8;
-/// The chunks a waiting side is woken for at once (see `handoff`).
-const WAKE_BATCH: usize = 4;
+/// Chunks the reader may have read before the consumer takes them. Few: the buffers a
+/// stream cycles through should stay in the reader's core cache. Measured on the 2-core
+/// VM over 64 MiB (time relative to a raw read into one reused buffer, medians of 3-4
+/// rounds): 8 ahead woken in batches of 4, 0.46-0.55x; 4 ahead in batches of 2,
+/// 0.56-0.64x; 3 ahead woken per chunk, 0.69-0.70x; 2 ahead, 0.63x.
+const READ_AHEAD_CHUNKS: usize = 3;
+/// The chunks a waiting side is woken for at once (see `handoff`); per chunk measured
+/// best with so short a queue.
+const WAKE_BATCH: usize = 1;
 /// Buffers a stream keeps for reuse (a chunk the consumer dropped is read into again).
 const POOLED_BUFFERS: usize = READ_AHEAD_CHUNKS + 2;
 
