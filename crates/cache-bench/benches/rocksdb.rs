@@ -1,7 +1,8 @@
 //! The RocksDB disk tier: get-hit and put of the 16 KiB response with 10 headers,
 //! `cache-rocksdb` against raw `rocksdb` get/put of the same encoded bytes, inside
 //! `spawn_blocking` (the fair comparison: a RocksDB call must not block the executor) and
-//! inline, with RocksDB's defaults and with cache-rocksdb's settings.
+//! inline, with RocksDB's defaults and with cache-rocksdb's settings. Every second round of
+//! `cargo xtask bench` runs each group's contenders in reverse order.
 //!
 //! Behind the `rocksdb` feature (the C++ build of RocksDB takes about 16 minutes cold):
 //! `cargo bench -p cache-bench --features rocksdb --bench rocksdb`, or `cargo xtask bench`.
@@ -11,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cache_bench::{BODY_LEN, KeyCycle, encoded, response};
+use cache_bench::{BODY_LEN, KeyCycle, encoded, in_round_order, response};
 use cache_core::{CacheManager, PutOptions};
 use cache_rocksdb::{RocksDbCache, RocksDbConfig};
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Bencher, Criterion, criterion_group, criterion_main};
 
 /// Fewer keys than the memory benchmarks: the data set lives in table files.
 const DISK_KEYS: usize = 2_000;
@@ -26,6 +27,9 @@ fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// A contender of a group: its name and its routine.
+type Contender<'a> = (&'static str, Box<dyn FnMut(&mut Bencher<'_>) + 'a>);
 
 fn ttl() -> PutOptions {
     PutOptions::new().with_ttl(Duration::from_secs(3600))
@@ -84,87 +88,115 @@ fn rocksdb_benches(c: &mut Criterion) {
     }
 
     let mut group = c.benchmark_group("rocksdb/get_hit");
-    group.bench_function("cache-rocksdb", |b| {
-        b.to_async(&rt)
-            .iter(|| async { black_box(ours.get(keys.next()).await.unwrap()) });
-    });
-    group.bench_function("raw rocksdb get in spawn_blocking", |b| {
-        b.to_async(&rt).iter(|| async {
-            let (raw, key) = (Arc::clone(&raw), keys.next().to_owned());
-            black_box(
-                tokio::task::spawn_blocking(move || raw.get(key).unwrap())
-                    .await
-                    .unwrap(),
-            )
-        });
-    });
-    group.bench_function(
-        "raw rocksdb get in spawn_blocking, cache-rocksdb's settings",
-        |b| {
-            b.to_async(&rt).iter(|| async {
-                let (raw, key) = (Arc::clone(&raw_alike), keys.next().to_owned());
-                black_box(
-                    tokio::task::spawn_blocking(move || raw.get(key).unwrap())
-                        .await
-                        .unwrap(),
-                )
-            });
-        },
-    );
-    group.bench_function("raw rocksdb get inline", |b| {
-        b.iter(|| black_box(raw.get(keys.next()).unwrap()));
-    });
+    let contenders: Vec<Contender<'_>> = vec![
+        (
+            "cache-rocksdb",
+            Box::new(|b| {
+                b.to_async(&rt)
+                    .iter(|| async { black_box(ours.get(keys.next()).await.unwrap()) });
+            }),
+        ),
+        (
+            "raw rocksdb get in spawn_blocking",
+            Box::new(|b| {
+                b.to_async(&rt).iter(|| async {
+                    let (raw, key) = (Arc::clone(&raw), keys.next().to_owned());
+                    black_box(
+                        tokio::task::spawn_blocking(move || raw.get(key).unwrap())
+                            .await
+                            .unwrap(),
+                    )
+                });
+            }),
+        ),
+        (
+            "raw rocksdb get in spawn_blocking, cache-rocksdb's settings",
+            Box::new(|b| {
+                b.to_async(&rt).iter(|| async {
+                    let (raw, key) = (Arc::clone(&raw_alike), keys.next().to_owned());
+                    black_box(
+                        tokio::task::spawn_blocking(move || raw.get(key).unwrap())
+                            .await
+                            .unwrap(),
+                    )
+                });
+            }),
+        ),
+        (
+            "raw rocksdb get inline",
+            Box::new(|b| {
+                b.iter(|| black_box(raw.get(keys.next()).unwrap()));
+            }),
+        ),
+    ];
+    for (name, mut routine) in in_round_order(contenders) {
+        group.bench_function(name, |b| routine(b));
+    }
     group.finish();
 
     let mut group = c.benchmark_group("rocksdb/put");
-    group.bench_function("cache-rocksdb", |b| {
-        b.to_async(&rt).iter_batched(
-            || (keys.next().to_owned(), cached.clone(), policy.clone()),
-            |(key, response, policy)| {
-                let ours = Arc::clone(&ours);
-                async move { ours.put(&key, response, policy, ttl()).await.unwrap() }
-            },
-            BatchSize::SmallInput,
-        );
-    });
-    group.bench_function("raw rocksdb put in spawn_blocking", |b| {
-        b.to_async(&rt).iter_batched(
-            || (keys.next().to_owned(), bytes.clone()),
-            |(key, bytes)| {
-                let raw = Arc::clone(&raw);
-                async move {
-                    tokio::task::spawn_blocking(move || raw.put(key, bytes).unwrap())
-                        .await
-                        .unwrap();
-                }
-            },
-            BatchSize::SmallInput,
-        );
-    });
-    group.bench_function(
-        "raw rocksdb put in spawn_blocking, cache-rocksdb's settings",
-        |b| {
-            b.to_async(&rt).iter_batched(
-                || (keys.next().to_owned(), bytes.clone()),
-                |(key, bytes)| {
-                    let raw = Arc::clone(&raw_alike);
-                    async move {
-                        tokio::task::spawn_blocking(move || raw.put(key, bytes).unwrap())
-                            .await
-                            .unwrap();
-                    }
-                },
-                BatchSize::SmallInput,
-            );
-        },
-    );
-    group.bench_function("raw rocksdb put inline", |b| {
-        b.iter_batched(
-            || (keys.next().to_owned(), bytes.clone()),
-            |(key, bytes)| raw.put(key, bytes).unwrap(),
-            BatchSize::SmallInput,
-        );
-    });
+    let contenders: Vec<Contender<'_>> = vec![
+        (
+            "cache-rocksdb",
+            Box::new(|b| {
+                b.to_async(&rt).iter_batched(
+                    || (keys.next().to_owned(), cached.clone(), policy.clone()),
+                    |(key, response, policy)| {
+                        let ours = Arc::clone(&ours);
+                        async move { ours.put(&key, response, policy, ttl()).await.unwrap() }
+                    },
+                    BatchSize::SmallInput,
+                );
+            }),
+        ),
+        (
+            "raw rocksdb put in spawn_blocking",
+            Box::new(|b| {
+                b.to_async(&rt).iter_batched(
+                    || (keys.next().to_owned(), bytes.clone()),
+                    |(key, bytes)| {
+                        let raw = Arc::clone(&raw);
+                        async move {
+                            tokio::task::spawn_blocking(move || raw.put(key, bytes).unwrap())
+                                .await
+                                .unwrap();
+                        }
+                    },
+                    BatchSize::SmallInput,
+                );
+            }),
+        ),
+        (
+            "raw rocksdb put in spawn_blocking, cache-rocksdb's settings",
+            Box::new(|b| {
+                b.to_async(&rt).iter_batched(
+                    || (keys.next().to_owned(), bytes.clone()),
+                    |(key, bytes)| {
+                        let raw = Arc::clone(&raw_alike);
+                        async move {
+                            tokio::task::spawn_blocking(move || raw.put(key, bytes).unwrap())
+                                .await
+                                .unwrap();
+                        }
+                    },
+                    BatchSize::SmallInput,
+                );
+            }),
+        ),
+        (
+            "raw rocksdb put inline",
+            Box::new(|b| {
+                b.iter_batched(
+                    || (keys.next().to_owned(), bytes.clone()),
+                    |(key, bytes)| raw.put(key, bytes).unwrap(),
+                    BatchSize::SmallInput,
+                );
+            }),
+        ),
+    ];
+    for (name, mut routine) in in_round_order(contenders) {
+        group.bench_function(name, |b| routine(b));
+    }
     group.finish();
 }
 
