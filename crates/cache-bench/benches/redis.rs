@@ -3,13 +3,14 @@
 //! bytes on the same kind of connection (redis-rs's `ConnectionManager`, one multiplexed
 //! connection).
 //!
-//! Uses `REDIS_URL` when set, otherwise starts a throwaway `redis-server`.
+//! Uses `REDIS_URL` when set, otherwise starts a throwaway `redis-server`. Every second
+//! round of `cargo xtask bench` runs each group's contenders in reverse order.
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_bench::{BODY_LEN, KeyCycle, response};
+use cache_bench::{BODY_LEN, KeyCycle, in_round_order, response};
 use cache_core::{CacheManager, PutOptions, codec};
 use cache_redis::testing::RedisServer;
 use cache_redis::{RedisCache, RedisConfig};
@@ -179,37 +180,38 @@ fn redis_benches(c: &mut Criterion) {
         })
     };
 
-    let mut group = c.benchmark_group("redis/get_hit");
-    group.bench_function("cache-redis", |b| b.to_async(&rt).iter(|| ours_get()));
-    group.bench_function("raw redis-rs GET", |b| b.to_async(&rt).iter(|| raw_get()));
-    group.finish();
-
-    let mut group = c.benchmark_group("redis/put");
-    group.bench_function("cache-redis", |b| b.to_async(&rt).iter(|| ours_put()));
-    group.bench_function("raw redis-rs SET", |b| b.to_async(&rt).iter(|| raw_put()));
-    group.finish();
-
-    let mut group = c.benchmark_group("redis/get_hit_64_tasks");
-    group.bench_function("cache-redis", |b| {
-        b.to_async(&rt)
-            .iter_custom(|iters| concurrently(iters, Arc::clone(&ours_get)));
-    });
-    group.bench_function("raw redis-rs GET", |b| {
-        b.to_async(&rt)
-            .iter_custom(|iters| concurrently(iters, Arc::clone(&raw_get)));
-    });
-    group.finish();
-
-    let mut group = c.benchmark_group("redis/put_64_tasks");
-    group.bench_function("cache-redis", |b| {
-        b.to_async(&rt)
-            .iter_custom(|iters| concurrently(iters, Arc::clone(&ours_put)));
-    });
-    group.bench_function("raw redis-rs SET", |b| {
-        b.to_async(&rt)
-            .iter_custom(|iters| concurrently(iters, Arc::clone(&raw_put)));
-    });
-    group.finish();
+    // Each group's contenders, in this round's order (see `in_round_order`).
+    let mut one_task = |group: &str, ours: &Operation, raw: &Operation, raw_name: &str| {
+        let mut group = c.benchmark_group(group);
+        for (name, operation) in in_round_order(vec![("cache-redis", ours), (raw_name, raw)]) {
+            group.bench_function(name, |b| b.to_async(&rt).iter(|| operation()));
+        }
+        group.finish();
+    };
+    one_task("redis/get_hit", &ours_get, &raw_get, "raw redis-rs GET");
+    one_task("redis/put", &ours_put, &raw_put, "raw redis-rs SET");
+    let mut many_tasks = |group: &str, ours: &Operation, raw: &Operation, raw_name: &str| {
+        let mut group = c.benchmark_group(group);
+        for (name, operation) in in_round_order(vec![("cache-redis", ours), (raw_name, raw)]) {
+            group.bench_function(name, |b| {
+                b.to_async(&rt)
+                    .iter_custom(|iters| concurrently(iters, Arc::clone(operation)));
+            });
+        }
+        group.finish();
+    };
+    many_tasks(
+        "redis/get_hit_64_tasks",
+        &ours_get,
+        &raw_get,
+        "raw redis-rs GET",
+    );
+    many_tasks(
+        "redis/put_64_tasks",
+        &ours_put,
+        &raw_put,
+        "raw redis-rs SET",
+    );
 
     // Leave nothing behind on a shared server.
     rt.block_on(async {
