@@ -31,6 +31,49 @@ fn runtime() -> tokio::runtime::Runtime {
 /// A contender of a group: its name and its routine.
 type Contender<'a> = (&'static str, Box<dyn FnMut(&mut Bencher<'_>) + 'a>);
 
+/// Raw `get` of the next key on tokio's blocking pool.
+fn raw_get_in_blocking<'a>(
+    rt: &'a tokio::runtime::Runtime,
+    keys: &'a KeyCycle,
+    db: &Arc<rocksdb::DB>,
+) -> Box<dyn FnMut(&mut Bencher<'_>) + 'a> {
+    let db = Arc::clone(db);
+    Box::new(move |b| {
+        b.to_async(rt).iter(|| async {
+            let (raw, key) = (Arc::clone(&db), keys.next().to_owned());
+            black_box(
+                tokio::task::spawn_blocking(move || raw.get(key).unwrap())
+                    .await
+                    .unwrap(),
+            )
+        });
+    })
+}
+
+/// Raw `put` of `bytes` under the next key on tokio's blocking pool.
+fn raw_put_in_blocking<'a>(
+    rt: &'a tokio::runtime::Runtime,
+    keys: &'a KeyCycle,
+    db: &Arc<rocksdb::DB>,
+    bytes: &Bytes,
+) -> Box<dyn FnMut(&mut Bencher<'_>) + 'a> {
+    let (db, bytes) = (Arc::clone(db), bytes.clone());
+    Box::new(move |b| {
+        b.to_async(rt).iter_batched(
+            || (keys.next().to_owned(), bytes.clone()),
+            |(key, bytes)| {
+                let raw = Arc::clone(&db);
+                async move {
+                    tokio::task::spawn_blocking(move || raw.put(key, bytes).unwrap())
+                        .await
+                        .unwrap();
+                }
+            },
+            BatchSize::SmallInput,
+        );
+    })
+}
+
 fn ttl() -> PutOptions {
     PutOptions::new().with_ttl(Duration::from_secs(3600))
 }
@@ -98,29 +141,11 @@ fn rocksdb_benches(c: &mut Criterion) {
         ),
         (
             "raw rocksdb get in spawn_blocking",
-            Box::new(|b| {
-                b.to_async(&rt).iter(|| async {
-                    let (raw, key) = (Arc::clone(&raw), keys.next().to_owned());
-                    black_box(
-                        tokio::task::spawn_blocking(move || raw.get(key).unwrap())
-                            .await
-                            .unwrap(),
-                    )
-                });
-            }),
+            raw_get_in_blocking(&rt, &keys, &raw),
         ),
         (
             "raw rocksdb get in spawn_blocking, cache-rocksdb's settings",
-            Box::new(|b| {
-                b.to_async(&rt).iter(|| async {
-                    let (raw, key) = (Arc::clone(&raw_alike), keys.next().to_owned());
-                    black_box(
-                        tokio::task::spawn_blocking(move || raw.get(key).unwrap())
-                            .await
-                            .unwrap(),
-                    )
-                });
-            }),
+            raw_get_in_blocking(&rt, &keys, &raw_alike),
         ),
         (
             "raw rocksdb get inline",
@@ -151,37 +176,11 @@ fn rocksdb_benches(c: &mut Criterion) {
         ),
         (
             "raw rocksdb put in spawn_blocking",
-            Box::new(|b| {
-                b.to_async(&rt).iter_batched(
-                    || (keys.next().to_owned(), bytes.clone()),
-                    |(key, bytes)| {
-                        let raw = Arc::clone(&raw);
-                        async move {
-                            tokio::task::spawn_blocking(move || raw.put(key, bytes).unwrap())
-                                .await
-                                .unwrap();
-                        }
-                    },
-                    BatchSize::SmallInput,
-                );
-            }),
+            raw_put_in_blocking(&rt, &keys, &raw, &bytes),
         ),
         (
             "raw rocksdb put in spawn_blocking, cache-rocksdb's settings",
-            Box::new(|b| {
-                b.to_async(&rt).iter_batched(
-                    || (keys.next().to_owned(), bytes.clone()),
-                    |(key, bytes)| {
-                        let raw = Arc::clone(&raw_alike);
-                        async move {
-                            tokio::task::spawn_blocking(move || raw.put(key, bytes).unwrap())
-                                .await
-                                .unwrap();
-                        }
-                    },
-                    BatchSize::SmallInput,
-                );
-            }),
+            raw_put_in_blocking(&rt, &keys, &raw_alike, &bytes),
         ),
         (
             "raw rocksdb put inline",

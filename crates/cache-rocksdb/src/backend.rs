@@ -624,10 +624,10 @@ impl CacheManager for RocksDbCache {
         if let Err(error) = validate_key(NAME, key) {
             return CacheFuture::ready(Err(error));
         }
-        let inner = Arc::clone(&self.inner);
+        let inner = &self.inner;
         CacheFuture::new(async move {
             // Only the read runs on the blocking pool; decoding is CPU work, done here.
-            let (reader, owned_key) = (Arc::clone(&inner), key.to_owned());
+            let (reader, owned_key) = (Arc::clone(inner), key.to_owned());
             let stored =
                 CacheFuture::blocking(NAME, move || reader.read_blocking(&owned_key)).await?;
             let Some(StoredValue { sequence, envelope }) = stored else {
@@ -644,7 +644,7 @@ impl CacheManager for RocksDbCache {
                 Some(Err(_)) | None => false,
             };
             inner.counters.add_misses(1);
-            let owned_key = key.to_owned();
+            let (inner, owned_key) = (Arc::clone(inner), key.to_owned());
             CacheFuture::blocking(NAME, move || {
                 if expired {
                     if inner.remove(owned_key.as_bytes(), sequence)?.is_some() {
@@ -670,11 +670,10 @@ impl CacheManager for RocksDbCache {
         if let Err(error) = validate_key(NAME, key) {
             return CacheFuture::ready(Err(error));
         }
-        let inner = Arc::clone(&self.inner);
         CacheFuture::new(async move {
             // Encoding is CPU work, done here; only the write runs on the blocking pool.
-            let prepared = inner.prepare_put(key, &response, &policy, &options)?;
-            let owned_key = key.to_owned();
+            let prepared = self.inner.prepare_put(key, &response, &policy, &options)?;
+            let (inner, owned_key) = (Arc::clone(&self.inner), key.to_owned());
             CacheFuture::blocking(NAME, move || match prepared {
                 Some((sequence, value)) => inner.write_blocking(&owned_key, sequence, value),
                 None => inner.remove(owned_key.as_bytes(), None).map(drop),

@@ -89,7 +89,6 @@
 //! | [`StreamingConfig::with_read_verification`] | [`ReadVerification::Checksum`] (xxh3-64) |
 
 mod config;
-mod handoff;
 mod index;
 mod layout;
 mod read;

@@ -1,6 +1,5 @@
 //! Reading a body: one blocking reader per stream reads the file in chunks into reused
 //! buffers, a few chunks ahead of the consumer, and the chunks are verified as they go.
-//! Chunks cross from the reader to the consumer through a short queue (`handoff`).
 
 use std::hash::Hasher as _;
 use std::io::Read;
@@ -12,23 +11,20 @@ use bytes::Bytes;
 use cache_core::{BoxError, Error, ErrorKind};
 use http_body::{Body, Frame, SizeHint};
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use twox_hash::XxHash3_64 as Xxh3;
 
 use crate::config::ReadVerification;
-use crate::handoff::{Consumer, Producer, handoff};
 use crate::layout::BodyFacts;
 use crate::write::lock;
 
 /// Chunks the reader may have read before the consumer takes them. Few: the buffers a
 /// stream cycles through should stay in the reader's core cache. Measured on the 2-core
 /// VM over 64 MiB (time relative to a raw read into one reused buffer, medians of 3-4
-/// rounds): 8 ahead woken in batches of 4, 0.46-0.55x; 4 ahead in batches of 2,
-/// 0.56-0.64x; 3 ahead woken per chunk, 0.69-0.70x; 2 ahead, 0.63x.
+/// rounds): 8 ahead with the consumer woken once per 4 chunks, 0.46-0.55x; 4 ahead woken
+/// per 2, 0.56-0.64x; 3 ahead woken per chunk, 0.69-0.70x; 2 ahead, 0.63x.
 const READ_AHEAD_CHUNKS: usize = 3;
-/// The chunks a waiting side is woken for at once (see `handoff`); per chunk measured
-/// best with so short a queue.
-const WAKE_BATCH: usize = 1;
 /// Buffers a stream keeps for reuse (a chunk the consumer dropped is read into again).
 const POOLED_BUFFERS: usize = READ_AHEAD_CHUNKS + 2;
 
@@ -127,7 +123,7 @@ fn read_chunks(
     chunk_bytes: usize,
     mut verifier: Option<Verifier>,
     on_corrupt: &OnCorrupt,
-    chunks: &Producer<ReadResult>,
+    chunks: &mpsc::Sender<ReadResult>,
 ) {
     let pool = Arc::new(BufferPool::default());
     let mut remaining = facts.len;
@@ -141,7 +137,7 @@ fn read_chunks(
             } else {
                 ReadResult::Failed(error)
             };
-            let _ = chunks.send(result, true);
+            let _ = chunks.blocking_send(result);
             return;
         }
         remaining -= want as u64;
@@ -153,10 +149,8 @@ fn read_chunks(
                     .is_some_and(|verifier| verifier.matches(&facts))
             {
                 on_corrupt();
-                let _ = chunks.send(
-                    ReadResult::Corrupt("the body does not match its checksum"),
-                    true,
-                );
+                let _ = chunks
+                    .blocking_send(ReadResult::Corrupt("the body does not match its checksum"));
                 return;
             }
         }
@@ -164,10 +158,7 @@ fn read_chunks(
             buffer,
             pool: Arc::clone(&pool),
         });
-        if chunks
-            .send(ReadResult::Chunk(chunk), remaining == 0)
-            .is_err()
-        {
+        if chunks.blocking_send(ReadResult::Chunk(chunk)).is_err() {
             // The consumer dropped the body.
             return;
         }
@@ -186,7 +177,7 @@ struct PendingRead {
 /// entries using the body are removed before that error is yielded).
 pub(crate) struct FileBody {
     pending: Option<PendingRead>,
-    chunks: Option<Consumer<ReadResult>>,
+    chunks: Option<mpsc::Receiver<ReadResult>>,
     /// The consumer-side verifier (xxh3), when the reader does not verify.
     verifier: Option<Verifier>,
     /// The removal of a body found corrupt on this side, awaited before the error.
@@ -228,7 +219,7 @@ impl FileBody {
 
     fn start_reader(&mut self) {
         if let Some(pending) = self.pending.take() {
-            let (sender, receiver) = handoff(READ_AHEAD_CHUNKS, WAKE_BATCH);
+            let (sender, receiver) = mpsc::channel(READ_AHEAD_CHUNKS);
             let (facts, on_corrupt) = (self.facts, Arc::clone(&self.on_corrupt));
             // The reader ends by itself when the body is read or the receiver is dropped.
             drop(tokio::task::spawn_blocking(move || {
