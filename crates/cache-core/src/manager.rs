@@ -275,6 +275,30 @@ pub trait CacheManager: Send + Sync {
     /// Removes the entry under `key`; succeeds when there is none.
     fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<()>>;
 
+    /// Stores `entry`, read from another cache (a stack promoting a hit into a faster
+    /// tier), under `key` for at most the TTL in `options`.
+    ///
+    /// The copy MUST NOT outlive `options`' TTL from now nor the entry's own
+    /// `expires_at`; it keeps the entry's tags (`options`' tags are not used). A backend
+    /// that keeps decoded entries SHOULD store the `Arc` as it is when its metadata already
+    /// says when the copy ends, so a promotion copies nothing. The default takes the entry
+    /// apart (cloning it when the `Arc` is shared) and calls [`put`](Self::put) with the
+    /// shorter of the two lifetimes.
+    fn put_entry<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CacheEntry>,
+        options: PutOptions,
+    ) -> CacheFuture<'a, Result<()>> {
+        let remaining = entry
+            .metadata
+            .remaining_ttl(std::time::SystemTime::now());
+        let ttl = options.ttl().map_or(remaining, |ttl| ttl.min(remaining));
+        let (response, policy, metadata) = Arc::unwrap_or_clone(entry).into_parts();
+        let options = PutOptions::new().with_ttl(ttl).with_tags(metadata.tags);
+        self.put(key, response, policy, options)
+    }
+
     /// Removes every entry stored with `tag` and returns how many were removed.
     /// An entry overwritten without the tag MUST NOT be removed.
     fn delete_tag<'a>(&'a self, tag: &'a str) -> CacheFuture<'a, Result<u64>> {
@@ -432,6 +456,15 @@ macro_rules! forward_cache_manager {
 
             fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<()>> {
                 (**self).delete(key)
+            }
+
+            fn put_entry<'a>(
+                &'a self,
+                key: &'a str,
+                entry: Arc<CacheEntry>,
+                options: PutOptions,
+            ) -> CacheFuture<'a, Result<()>> {
+                (**self).put_entry(key, entry, options)
             }
 
             fn delete_tag<'a>(&'a self, tag: &'a str) -> CacheFuture<'a, Result<u64>> {

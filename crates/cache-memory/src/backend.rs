@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use cache_core::{
     BackendStats, CacheEntry, CacheFuture, CacheManager, CachePolicy, CachedResponse, Capabilities,
-    Error, ErrorKind, KeyPattern, PutOptions, Result, StatsCounters, TtlPolicy, validate_key,
+    EntryMetadata, Error, ErrorKind, KeyPattern, PutOptions, Result, StatsCounters, TtlPolicy, validate_key,
 };
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
@@ -174,8 +174,8 @@ impl MemoryCache {
         }
     }
 
-    /// Stores an entry, without going through the async trait.
-    pub fn put_entry(
+    /// Stores a response, without going through the async trait.
+    pub fn put_response(
         &self,
         key: &str,
         response: CachedResponse,
@@ -193,6 +193,41 @@ impl MemoryCache {
             return Ok(());
         }
         let entry = Arc::new(CacheEntry::new(response, policy, metadata));
+        self.insert(key, entry)
+    }
+
+    /// Stores an entry read from another cache for at most `ttl` (and never past its own
+    /// `expires_at`), without going through the async trait. When the entry's own expiry
+    /// comes first, the `Arc` is stored as it is: nothing is copied, and a hit reports the
+    /// entry's metadata as given. Otherwise the copy gets metadata of its own (stored now,
+    /// expiring after `ttl`).
+    pub fn put_shared_entry(
+        &self,
+        key: &str,
+        entry: Arc<CacheEntry>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        validate_key(NAME, key)?;
+        let now = SystemTime::now();
+        let remaining = entry.metadata.remaining_ttl(now);
+        if remaining.is_zero() || ttl.is_some_and(|ttl| ttl.is_zero()) {
+            self.remove(key);
+            return Ok(());
+        }
+        let entry = match ttl {
+            Some(ttl) if ttl < remaining => {
+                let metadata = EntryMetadata::new(now, ttl, entry.metadata.tags.clone());
+                let (response, policy, _) = Arc::unwrap_or_clone(entry).into_parts();
+                Arc::new(CacheEntry::new(response, policy, metadata))
+            }
+            _ => entry,
+        };
+        self.insert(key, entry)
+    }
+
+    /// Inserts a built entry (its metadata says when it ends), registering its tags.
+    fn insert(&self, key: &str, entry: Arc<CacheEntry>) -> Result<()> {
+        let inner = &*self.inner;
         let entry_weight = weight(key, &entry);
         if entry_weight > inner.max_entry_bytes {
             return Err(Error::new(
@@ -351,7 +386,16 @@ impl CacheManager for MemoryCache {
         policy: CachePolicy,
         options: PutOptions,
     ) -> CacheFuture<'a, Result<()>> {
-        CacheFuture::ready(self.put_entry(key, response, policy, &options))
+        CacheFuture::ready(self.put_response(key, response, policy, &options))
+    }
+
+    fn put_entry<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CacheEntry>,
+        options: PutOptions,
+    ) -> CacheFuture<'a, Result<()>> {
+        CacheFuture::ready(self.put_shared_entry(key, entry, options.ttl()))
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<()>> {

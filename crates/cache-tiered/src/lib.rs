@@ -65,6 +65,8 @@ mod tier;
 mod typed;
 
 pub use promotion::Promotion;
-pub use stack::{FetchError, Fetched, TieredBuilder, TieredCache, TieredStats};
+pub use stack::{
+    DEFAULT_MAX_BUFFERED_BODY, FetchError, Fetched, TieredBuilder, TieredCache, TieredStats,
+};
 pub use tier::{FailureMode, Tier, TierStats};
 pub use typed::TtlPreset;

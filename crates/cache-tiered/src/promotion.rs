@@ -46,7 +46,7 @@ struct KeyActivity {
 pub(crate) struct PromotionTracker {
     strategy: Promotion,
     generation_capacity: usize,
-    /// Keyed by a 64-bit hash of the key, so a tracked key costs the same whatever its
+    /// Keyed by the 64-bit hash the stack computes once per operation, so a tracked key costs the same whatever its
     /// length (a collision merges two keys' counts, which only promotes a little early).
     generations: Mutex<(HashMap<u64, KeyActivity>, HashMap<u64, KeyActivity>)>,
 }
@@ -60,20 +60,15 @@ impl PromotionTracker {
         }
     }
 
-    /// Records a hit of `key` in a slower tier and says whether to promote it now.
-    pub(crate) fn hit_says_promote(&self, key: &str) -> bool {
+    /// Records a hit in a slower tier of the key whose hash is `key` and says whether to
+    /// promote it now.
+    pub(crate) fn hit_says_promote(&self, key: u64) -> bool {
         let threshold = match self.strategy {
             Promotion::Always | Promotion::AfterHits(0 | 1) => return true,
             Promotion::AfterHits(n) => f64::from(n),
             Promotion::HitRate { per_minute } => per_minute,
         };
         let now = Instant::now();
-        let key = {
-            use std::hash::{Hash, Hasher};
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            key.hash(&mut hasher);
-            hasher.finish()
-        };
         let mut generations = self
             .generations
             .lock()
@@ -118,54 +113,58 @@ impl PromotionTracker {
 mod tests {
     use super::*;
 
+    fn hash(key: &str) -> u64 {
+        crate::stack::Key::new(key).hash
+    }
+
     #[test]
     fn always_promotes_without_tracking() {
         let tracker = PromotionTracker::new(Promotion::Always, 10);
-        assert!(tracker.hit_says_promote("a"));
+        assert!(tracker.hit_says_promote(hash("a")));
         assert_eq!(tracker.tracked_keys(), 0);
     }
 
     #[test]
     fn after_hits_promotes_on_the_nth_hit_then_starts_over() {
         let tracker = PromotionTracker::new(Promotion::AfterHits(3), 10);
-        assert!(!tracker.hit_says_promote("a"));
-        assert!(!tracker.hit_says_promote("b"));
-        assert!(!tracker.hit_says_promote("a"));
-        assert!(tracker.hit_says_promote("a"));
+        assert!(!tracker.hit_says_promote(hash("a")));
+        assert!(!tracker.hit_says_promote(hash("b")));
+        assert!(!tracker.hit_says_promote(hash("a")));
+        assert!(tracker.hit_says_promote(hash("a")));
         assert_eq!(tracker.tracked_keys(), 1);
-        assert!(!tracker.hit_says_promote("a"));
+        assert!(!tracker.hit_says_promote(hash("a")));
     }
 
     #[test]
     fn tracking_is_bounded_and_keeps_recent_keys() {
         let tracker = PromotionTracker::new(Promotion::AfterHits(2), 100);
         for n in 0..10_000 {
-            assert!(!tracker.hit_says_promote(&format!("cold-{n}")));
+            assert!(!tracker.hit_says_promote(hash(&format!("cold-{n}"))));
             assert!(tracker.tracked_keys() <= 100);
         }
         // The most recent key is still remembered: its second hit promotes.
-        assert!(tracker.hit_says_promote("cold-9999"));
+        assert!(tracker.hit_says_promote(hash("cold-9999")));
     }
 
     #[tokio::test(start_paused = true)]
     async fn hit_rate_counts_recent_hits_only() {
         let tracker = PromotionTracker::new(Promotion::HitRate { per_minute: 3.0 }, 10);
         // Three hits within the same instant reach three per minute.
-        assert!(!tracker.hit_says_promote("burst"));
-        assert!(!tracker.hit_says_promote("burst"));
-        assert!(tracker.hit_says_promote("burst"));
+        assert!(!tracker.hit_says_promote(hash("burst")));
+        assert!(!tracker.hit_says_promote(hash("burst")));
+        assert!(tracker.hit_says_promote(hash("burst")));
         // Hits ten minutes apart decay to almost nothing in between: never three.
         for _ in 0..10 {
-            assert!(!tracker.hit_says_promote("slow"));
+            assert!(!tracker.hit_says_promote(hash("slow")));
             tokio::time::advance(Duration::from_secs(600)).await;
         }
         // Two quick hits, a minute's pause, two more: e^-1 * 2 + 2 = 2.74 < 3.
-        assert!(!tracker.hit_says_promote("paused"));
-        assert!(!tracker.hit_says_promote("paused"));
+        assert!(!tracker.hit_says_promote(hash("paused")));
+        assert!(!tracker.hit_says_promote(hash("paused")));
         tokio::time::advance(RATE_WINDOW).await;
-        assert!(!tracker.hit_says_promote("paused"));
-        assert!(!tracker.hit_says_promote("paused"));
+        assert!(!tracker.hit_says_promote(hash("paused")));
+        assert!(!tracker.hit_says_promote(hash("paused")));
         // A fifth hit right away: 3.74 >= 3.
-        assert!(tracker.hit_says_promote("paused"));
+        assert!(tracker.hit_says_promote(hash("paused")));
     }
 }

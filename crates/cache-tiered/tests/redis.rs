@@ -20,7 +20,7 @@ fn config(url: &str, namespace: &str) -> RedisConfig {
         .with_reconnect_max_delay(Duration::from_millis(100))
 }
 
-async fn put(stack: &TieredCache, key: &str) {
+async fn try_put(stack: &TieredCache, key: &str) -> cache_core::Result<()> {
     let stored = response(
         &format!("https://example.com/{key}"),
         Bytes::from_static(b"body"),
@@ -34,7 +34,10 @@ async fn put(stack: &TieredCache, key: &str) {
             PutOptions::new().with_ttl(Duration::from_secs(300)),
         )
         .await
-        .unwrap();
+}
+
+async fn put(stack: &TieredCache, key: &str) {
+    try_put(stack, key).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,14 +63,22 @@ async fn a_stopped_redis_tier_degrades_to_memory_and_is_used_again_after_a_resta
     server.stop();
     // Reads answered by memory never touch Redis.
     assert!(stack.get("before").await.unwrap().is_some());
-    // Writes and misses still work, and each failed Redis operation is counted.
-    put(&stack, "during").await;
+    // Misses still work. A put still reaches memory, but Redis may keep an older version
+    // of the key (its put failed and so did removing the key), and a delete cannot reach
+    // Redis at all: both say so, in degrade mode too, and every failed Redis operation
+    // is counted.
+    let failed = try_put(&stack, "during").await.unwrap_err();
+    assert!(failed.kind().is_temporary(), "{failed}");
+    assert!(failed.to_string().contains("may still hold"), "{failed}");
     assert!(memory.get_entry("during").unwrap().is_some());
     assert!(stack.get("missing").await.unwrap().is_none());
-    stack.delete("before").await.unwrap();
+    let failed = stack.delete("before").await.unwrap_err();
+    assert!(failed.kind().is_temporary(), "{failed}");
+    assert!(memory.get_entry("before").unwrap().is_none());
     let stats = stack.stats();
-    assert_eq!(stats.errors, 3);
-    assert_eq!(stats.tiers[1].errors, 3);
+    assert_eq!(stats.errors, 4, "put, the delete after it, get, delete");
+    assert_eq!(stats.stale_tiers, 2);
+    assert_eq!(stats.tiers[1].errors, 4);
     assert_eq!(stats.tiers[0].errors, 0);
 
     server.restart().unwrap();
@@ -81,7 +92,7 @@ async fn a_stopped_redis_tier_degrades_to_memory_and_is_used_again_after_a_resta
         stack.get("after").await.unwrap().is_some(),
         "and read again"
     );
-    assert_eq!(stack.stats().errors, 3);
+    assert_eq!(stack.stats().errors, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

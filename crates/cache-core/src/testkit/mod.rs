@@ -19,6 +19,7 @@
 //! MiB.
 
 mod cases;
+pub mod chaos;
 pub mod crash;
 pub mod fixtures;
 

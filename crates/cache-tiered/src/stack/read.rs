@@ -1,0 +1,289 @@
+//! The read path: one walk over the tiers, shared by `get`, `get_stream` and
+//! `get_or_fetch`, and the promotion of a hit into the faster tiers.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use cache_core::{
+    CacheEntry, CachedResponse, EntryMetadata, Error, ErrorKind, PutOptions, Result,
+    StreamedEntry, StreamingCacheManager, body,
+};
+use futures::future::join_all;
+
+use super::coherence::Snapshot;
+use super::write::scaled;
+use super::{Key, NAME, StackInner, TierState};
+use crate::tier::{FailureMode, bump};
+
+/// Taken off a promoted entry's remaining life: the target tier reads its own clock a
+/// moment after the remaining life was computed, and the copy must not outlive the
+/// source's entry by that moment.
+const PROMOTION_CLOCK_MARGIN: Duration = Duration::from_millis(5);
+
+/// How the caller wants a hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// The whole entry in memory (`get`): a streamed body larger than the stack's
+    /// buffered-get limit is an error.
+    Buffered,
+    /// A body to stream (`get_stream`): a streaming tier's body is handed on as it is
+    /// unless it is promoted.
+    Streamed,
+}
+
+/// What a walk found.
+pub(crate) enum Found {
+    Entry(Arc<CacheEntry>),
+    Stream(StreamedEntry),
+}
+
+/// What the streaming tier answered.
+enum StreamRead {
+    Missed,
+    Stream(StreamedEntry),
+    /// The body read whole; whether to promote it.
+    Entry(Arc<CacheEntry>, bool),
+}
+
+impl StackInner {
+    /// Walks the tiers from `from` for `key`, promoting a hit from a slower tier into the
+    /// faster ones. `count` says whether hits and misses are counted.
+    pub(crate) async fn walk(
+        &self,
+        key: &Key<'_>,
+        from: usize,
+        count: bool,
+        want: Want,
+    ) -> Result<Option<Found>> {
+        // Taken before any slower tier is read: a promotion copies only what was read
+        // while no write of the key ran (see `coherence`).
+        let snapshot = self.coherence.snapshot(key);
+        for index in from..self.tiers.len() {
+            let state = &self.tiers[index];
+            let found = match &state.tier.streaming {
+                None => {
+                    let result = state.tier.manager.get(key.text).await;
+                    self.answered(index, result, count)?.map(|entry| {
+                        let promote = index > 0 && self.promotion.hit_says_promote(key.hash);
+                        (entry, promote)
+                    })
+                }
+                Some(streaming) => {
+                    match self
+                        .read_streaming(index, streaming.as_ref(), key, count, want)
+                        .await?
+                    {
+                        StreamRead::Missed => None,
+                        StreamRead::Stream(streamed) => return Ok(Some(Found::Stream(streamed))),
+                        StreamRead::Entry(entry, promote) => Some((entry, promote)),
+                    }
+                }
+            };
+            if let Some((entry, promote)) = found {
+                if promote {
+                    self.promote(key, &entry, index, snapshot).await;
+                }
+                return Ok(Some(Found::Entry(entry)));
+            }
+        }
+        if count {
+            bump(&self.counters.misses);
+        }
+        Ok(None)
+    }
+
+    /// A buffered walk of every tier.
+    pub(crate) async fn lookup(&self, key: &Key<'_>, count: bool) -> Result<Option<Arc<CacheEntry>>> {
+        match self.walk(key, 0, count, Want::Buffered).await? {
+            Some(Found::Entry(entry)) => Ok(Some(entry)),
+            // A buffered walk reads streamed bodies whole.
+            Some(Found::Stream(_)) | None => Ok(None),
+        }
+    }
+
+    /// Counts what tier `index` answered; a failure is an error only in `Fail` mode.
+    /// Backends never return expired entries (the contract), so a hit is not re-checked.
+    pub(crate) fn answered(
+        &self,
+        index: usize,
+        result: Result<Option<Arc<CacheEntry>>>,
+        count: bool,
+    ) -> Result<Option<Arc<CacheEntry>>> {
+        let state = &self.tiers[index];
+        match result {
+            Ok(Some(entry)) => {
+                if count {
+                    bump(&state.counters.hits);
+                    bump(&self.counters.hits);
+                }
+                Ok(Some(entry))
+            }
+            Ok(None) => {
+                if count {
+                    bump(&state.counters.misses);
+                }
+                Ok(None)
+            }
+            Err(error) => {
+                self.count_tier_error(state);
+                match state.tier.failure_mode {
+                    FailureMode::Fail => Err(error),
+                    FailureMode::Degrade => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// Reads the streaming tier: small bodies that faster tiers want are read whole and
+    /// promoted; a buffered read of a body over the buffered-get limit is `TooLarge`
+    /// (nothing is read); other bodies stream from the tier.
+    async fn read_streaming(
+        &self,
+        index: usize,
+        streaming: &dyn StreamingCacheManager,
+        key: &Key<'_>,
+        count: bool,
+        want: Want,
+    ) -> Result<StreamRead> {
+        let state = &self.tiers[index];
+        let streamed = match streaming.get_stream(key.text).await {
+            Ok(Some(streamed)) => streamed,
+            other => {
+                self.answered(index, other.map(|_| None), count)?;
+                return Ok(StreamRead::Missed);
+            }
+        };
+        let small = streamed.body_len <= self.stream_promotion_limit;
+        let size = CacheEntry::approximate_size_for(
+            &streamed.head,
+            streamed.body_len,
+            &streamed.metadata.tags,
+        );
+        let wanted = self.tiers[..index]
+            .iter()
+            .any(|faster| faster.tier.accepts_promotions && faster.tier.admits(size));
+        let promote = index > 0 && small && wanted && self.promotion.hit_says_promote(key.hash);
+        match want {
+            Want::Streamed if !promote => {
+                self.count_hit(state, count);
+                return Ok(StreamRead::Stream(streamed));
+            }
+            Want::Buffered if streamed.body_len > self.max_buffered_body => {
+                return Err(Error::new(
+                    ErrorKind::TooLarge,
+                    NAME,
+                    format!(
+                        "the body of {} bytes is over the stack's buffered-get limit of {} bytes: read it with get_stream",
+                        streamed.body_len, self.max_buffered_body
+                    ),
+                )
+                .with_key(key.text));
+            }
+            Want::Streamed | Want::Buffered => {}
+        }
+        let StreamedEntry {
+            head,
+            policy,
+            metadata,
+            body_len,
+            body: streamed_body,
+            ..
+        } = streamed;
+        let limit = usize::try_from(body_len).unwrap_or(usize::MAX);
+        let bytes = match body::collect(streamed_body, limit).await {
+            Ok(bytes) => bytes,
+            // The tier found its bytes bad (and removes the entry): a miss there, or the
+            // error for a tier that fails.
+            Err(error) => {
+                self.count_tier_error(state);
+                return match state.tier.failure_mode {
+                    FailureMode::Fail => Err(error),
+                    FailureMode::Degrade => Ok(StreamRead::Missed),
+                };
+            }
+        };
+        self.count_hit(state, count);
+        let entry = CacheEntry::new(
+            CachedResponse::from_head_and_body(head, bytes),
+            policy,
+            metadata,
+        );
+        Ok(StreamRead::Entry(Arc::new(entry), promote))
+    }
+
+    fn count_hit(&self, state: &TierState, count: bool) {
+        if count {
+            bump(&state.counters.hits);
+            bump(&self.counters.hits);
+        }
+    }
+
+    /// Copies `entry`, found in tier `source`, into the faster tiers that accept it: each
+    /// for its own share of the entry's TTL, never longer than the entry has left in
+    /// `source`, and only while no write of the key started since `snapshot`.
+    async fn promote(&self, key: &Key<'_>, entry: &Arc<CacheEntry>, source: usize, snapshot: Snapshot) {
+        let now = SystemTime::now();
+        let remaining = entry
+            .metadata
+            .remaining_ttl(now)
+            .saturating_sub(PROMOTION_CLOCK_MARGIN);
+        if remaining.is_zero() {
+            return;
+        }
+        // A policy that does not decode makes the entry unusable: it is not copied.
+        if entry.try_policy().is_err() {
+            return;
+        }
+        let size = entry.approximate_size();
+        let targets: Vec<&TierState> = self.tiers[..source]
+            .iter()
+            .filter(|state| state.tier.accepts_promotions && state.tier.admits(size))
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        // The source tier holds its share of the entry's TTL: the whole TTL is that share
+        // divided by its scale, and each target keeps its own share of the whole.
+        let whole_ttl = unscaled(entry.metadata.storage_ttl(), self.tiers[source].tier.ttl_scale);
+        let copies = targets.iter().map(|state| {
+            let ttl = scaled(whole_ttl, state.tier.ttl_scale).min(remaining);
+            let options = PutOptions::new().with_ttl(ttl);
+            async move {
+                match state
+                    .tier
+                    .manager
+                    .put_entry(key.text, Arc::clone(entry), options)
+                    .await
+                {
+                    Ok(()) => {
+                        bump(&state.counters.promotions);
+                        bump(&self.counters.promotions);
+                    }
+                    Err(_) => self.count_tier_error(state),
+                }
+            }
+        });
+        self.coherence
+            .promote_if_unchanged(snapshot, async {
+                join_all(copies).await;
+            })
+            .await;
+    }
+}
+
+/// `ttl` divided by `scale` (the inverse of [`scaled`]), capped as `scaled` caps.
+fn unscaled(ttl: Duration, scale: f64) -> Duration {
+    scaled(ttl, 1.0 / scale)
+}
+
+/// A buffered entry as a streamed one (one chunk, no copy of the body).
+pub(crate) fn streamed_from(entry: &CacheEntry) -> StreamedEntry {
+    let (head, body_bytes) = entry.response.clone().into_head_and_body();
+    StreamedEntry::new(
+        head,
+        entry.policy().clone(),
+        EntryMetadata::clone(&entry.metadata),
+        body_bytes.len() as u64,
+        body::full(body_bytes),
+    )
+}
