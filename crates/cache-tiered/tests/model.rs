@@ -763,6 +763,9 @@ fn the_stack_keeps_its_promises_over_fixed_seeds() {
     let mut failures = Vec::new();
     for seed in 0..2000 {
         if let Err(problem) = run_schedule(seed, 60) {
+            if std::env::var_os("CACHE_MODEL_REPORT").is_some() {
+                eprintln!("FAIL {}", problem.lines().next().unwrap_or_default());
+            }
             failures.push((seed, problem));
         }
     }

@@ -413,13 +413,13 @@ impl ChaosTier {
         }
     }
 
-    /// Runs `work` under the faults planned for `operation`.
-    async fn run<T>(
-        &self,
-        operation: Operation,
-        key: Option<&str>,
-        work: impl std::future::Future<Output = Result<T>>,
-    ) -> Result<T> {
+    /// Runs `work` under the faults planned for `operation`. The backend is called only
+    /// when `work` is: a backend that answers at once (memory) does its work when called,
+    /// not when its future is awaited.
+    async fn run<T, F>(&self, operation: Operation, key: Option<&str>, work: impl FnOnce() -> F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
         if !self.supports(operation) {
             return Err(Error::unsupported(self.name, &format!("{operation:?}")));
         }
@@ -433,7 +433,7 @@ impl ChaosTier {
         if let Some(kind) = plan.fail_before {
             return Err(self.error(kind, operation, key));
         }
-        let result = work.await;
+        let result = work().await;
         if let Some(gate) = &plan.hold_after {
             gate.pass().await;
         }
@@ -492,7 +492,7 @@ impl CacheManager for ChaosTier {
     }
 
     fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<Option<Arc<CacheEntry>>>> {
-        CacheFuture::new(self.run(Operation::Get, Some(key), self.inner.get(key)))
+        CacheFuture::new(self.run(Operation::Get, Some(key), || self.inner.get(key)))
     }
 
     fn put<'a>(
@@ -502,7 +502,7 @@ impl CacheManager for ChaosTier {
         policy: CachePolicy,
         options: PutOptions,
     ) -> CacheFuture<'a, Result<()>> {
-        CacheFuture::new(self.run(Operation::Put, Some(key), async move {
+        CacheFuture::new(self.run(Operation::Put, Some(key), move || async move {
             let size = CacheEntry::approximate_size_of(&response, options.tags());
             if let Some(error) = self.too_large(key, size) {
                 return Err(error);
@@ -520,7 +520,7 @@ impl CacheManager for ChaosTier {
         entry: Arc<CacheEntry>,
         options: PutOptions,
     ) -> CacheFuture<'a, Result<()>> {
-        CacheFuture::new(self.run(Operation::Put, Some(key), async move {
+        CacheFuture::new(self.run(Operation::Put, Some(key), move || async move {
             if let Some(error) = self.too_large(key, entry.approximate_size()) {
                 return Err(error);
             }
@@ -532,7 +532,7 @@ impl CacheManager for ChaosTier {
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<()>> {
-        CacheFuture::new(self.run(Operation::Delete, Some(key), async move {
+        CacheFuture::new(self.run(Operation::Delete, Some(key), move || async move {
             self.inner.delete(key).await?;
             self.forget_put(key);
             Ok(())
@@ -540,19 +540,21 @@ impl CacheManager for ChaosTier {
     }
 
     fn delete_tag<'a>(&'a self, tag: &'a str) -> CacheFuture<'a, Result<u64>> {
-        CacheFuture::new(self.run(Operation::DeleteTag, None, self.inner.delete_tag(tag)))
+        CacheFuture::new(self.run(Operation::DeleteTag, None, || {
+            self.inner.delete_tag(tag)
+        }))
     }
 
     fn delete_pattern<'a>(&'a self, pattern: &'a KeyPattern) -> CacheFuture<'a, Result<u64>> {
         CacheFuture::new(self.run(
             Operation::DeletePattern,
             None,
-            self.inner.delete_pattern(pattern),
+            || self.inner.delete_pattern(pattern),
         ))
     }
 
     fn clear(&self) -> CacheFuture<'_, Result<()>> {
-        CacheFuture::new(self.run(Operation::Clear, None, async move {
+        CacheFuture::new(self.run(Operation::Clear, None, move || async move {
             self.inner.clear().await?;
             lock(&self.state).put_ttls.clear();
             Ok(())
