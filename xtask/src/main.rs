@@ -22,6 +22,10 @@ const TASKS: &[(&str, &str)] = &[
         "bench [FILTER] [--rounds N] [--no-rocksdb]",
         "the criterion benchmarks of cache-bench, then a table of medians and ratios (--no-rocksdb: without the RocksDB bench and its C++ build)",
     ),
+    (
+        "soak [--minutes N]",
+        "the tiered stack's model-based coherence test over new random seeds for N minutes (default 5), release build",
+    ),
     ("ci [--require-redis]", "lint, then test-all"),
 ];
 
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         Some("test-all") => test_all(require_redis),
         Some("lint") => lint(),
         Some("bench") => bench(&args[1..]),
+        Some("soak") => soak(&args[1..]),
         Some("ci") => lint().and_then(|()| test_all(require_redis)),
         Some(other) => {
             print_tasks();
@@ -235,6 +240,41 @@ fn lint() -> TaskResult {
         eprintln!("\nxtask: cargo-deny is not installed; skipping the dependency policy check");
     }
     Ok(())
+}
+
+/// Runs the model-based test of the tiered stack (`crates/cache-tiered/tests/model.rs`)
+/// over new seeds for a while; a failure prints its seed and schedule.
+fn soak(args: &[String]) -> TaskResult {
+    let mut minutes = 5u64;
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        if word == "--minutes" {
+            minutes = words
+                .next()
+                .and_then(|n| n.parse().ok())
+                .filter(|n| *n > 0)
+                .ok_or("--minutes takes a positive number")?;
+        } else {
+            return Err(format!("soak does not take `{word}`"));
+        }
+    }
+    let mut command = cargo();
+    command
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "cache-tiered",
+            "--test",
+            "model",
+            "--",
+            "--ignored",
+            "--exact",
+            "soak",
+            "--nocapture",
+        ])
+        .env("CACHE_SOAK_SECONDS", (minutes * 60).to_string());
+    run(command)
 }
 
 fn bench(args: &[String]) -> TaskResult {
