@@ -290,9 +290,13 @@ pub trait CacheManager: Send + Sync {
         entry: Arc<CacheEntry>,
         options: PutOptions,
     ) -> CacheFuture<'a, Result<()>> {
+        // `put` reads the clock again a moment later: the margin keeps the copy from
+        // outliving the entry by that moment.
+        const CLOCK_MARGIN: std::time::Duration = std::time::Duration::from_millis(5);
         let remaining = entry
             .metadata
-            .remaining_ttl(std::time::SystemTime::now());
+            .remaining_ttl(std::time::SystemTime::now())
+            .saturating_sub(CLOCK_MARGIN);
         let ttl = options.ttl().map_or(remaining, |ttl| ttl.min(remaining));
         let (response, policy, metadata) = Arc::unwrap_or_clone(entry).into_parts();
         let options = PutOptions::new().with_ttl(ttl).with_tags(metadata.tags);

@@ -409,3 +409,50 @@ async fn a_buffered_get_of_a_huge_streamed_body_is_too_large() {
     assert!(l1.get_entry("medium").unwrap().is_none());
     assert_eq!(stack.stats().promotions, 0);
 }
+
+/// Defect 4, for streamed puts: once the body has been read to the end, a dropped caller's
+/// `put_stream` still reaches every tier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_put_stream_whose_body_ended_reaches_every_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = cache_streaming::StreamingStore::open(
+        cache_streaming::StreamingConfig::new(dir.path()).with_capacity_bytes(1 << 30),
+    )
+    .await
+    .unwrap();
+    let l1 = memory();
+    let slow_l1 = chaos(l1.clone());
+    let stack = TieredCache::builder()
+        .tier(Tier::new(slow_l1.clone()))
+        .tier(Tier::streaming(Arc::new(store)))
+        .build()
+        .await
+        .unwrap();
+    put(&stack, "k", "v1", ttl(100)).await.unwrap();
+    assert_eq!(body_of(&l1, "k").await.as_deref(), Some(&b"v1"[..]));
+    // The body is stored; the copy into L1 waits, and the caller goes away.
+    let gate = slow_l1.hold_next(Operation::Put, Some("k"), Point::Before);
+    let caller = tokio::spawn({
+        let stack = stack.clone();
+        async move {
+            let stored = response("https://example.com/k", "v2");
+            let stored_policy = policy(&stored);
+            let (head, bytes) = stored.into_head_and_body();
+            stack
+                .put_stream("k", head, stored_policy, body::full(bytes), ttl(100))
+                .await
+        }
+    });
+    gate.reached().await;
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    gate.open();
+    eventually("v2 in L1", || {
+        l1.get_entry("k")
+            .unwrap()
+            .is_some_and(|entry| entry.response.body == "v2")
+    })
+    .await;
+    assert_eq!(body_of(&stack, "k").await.as_deref(), Some(&b"v2"[..]));
+    assert_eq!(stack.stats().puts, 2);
+}

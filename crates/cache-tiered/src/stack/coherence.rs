@@ -2,8 +2,8 @@
 //! and the bus listener that applies other instances' invalidations.
 //!
 //! Every write of one key (put, delete, a bus delete) runs inside [`Coherence::write_key`]:
-//! it holds its key's stripe shared and bumps the stripe's version before and after its
-//! tier operations. Every invalidation of many keys (tags, patterns, clear, resync) runs
+//! it holds its key's stripe exclusively (so the tiers see one key's writes in one order)
+//! and bumps the stripe's version before and after its tier operations. Every invalidation of many keys (tags, patterns, clear, resync) runs
 //! inside [`Coherence::write_all`]: it holds the stack-wide lock exclusively and bumps the
 //! epoch before and after. A promotion samples the stripe's version and the epoch before
 //! it reads the slower tier, and copies only while it holds the stripe exclusively and the
@@ -73,10 +73,11 @@ impl Coherence {
     }
 
     /// Runs `work`, a write of `key` to the tiers, so that no promotion of the key overlaps
-    /// it or copies what was read before it.
+    /// it or copies what was read before it, and no other write of the key (or of a key
+    /// on the same stripe) overlaps it: every tier sees a key's writes in one order.
     pub(crate) async fn write_key<T>(&self, key: &Key<'_>, work: impl Future<Output = T>) -> T {
         let stripe = &self.stripes[Self::stripe_of(key)];
-        let _writing = stripe.lock.read().await;
+        let _writing = stripe.lock.write().await;
         stripe.version.fetch_add(1, Ordering::AcqRel);
         let output = work.await;
         stripe.version.fetch_add(1, Ordering::AcqRel);

@@ -1,5 +1,6 @@
 //! The stack: tiers in order, fastest first.
 //!
+//! - `body`: a streamed body that fails once its caller is gone.
 //! - `builder`: [`TieredBuilder`], the settings and the construction.
 //! - `read`: one walk over the tiers shared by `get`, `get_stream` and `get_or_fetch`,
 //!   and promotion.
@@ -10,6 +11,7 @@
 //! - `fetch`: request coalescing.
 //! - `stats`: the counters.
 
+mod body;
 mod builder;
 mod coherence;
 mod fetch;
@@ -206,10 +208,17 @@ impl StreamingCacheManager for TieredCache {
         }
         let inner = Arc::clone(&self.inner);
         let key = key.to_owned();
-        detached(async move {
+        // The write finishes when the caller goes away, except for the body: a body not
+        // read to the end by then fails, so nothing is stored (the streaming contract).
+        let (body, caller) = body::until_dropped(body);
+        let write = detached(async move {
             inner
                 .put_stream(&Key::new(&key), head, policy, body, options)
                 .await
+        });
+        CacheFuture::new(async move {
+            let _caller = caller;
+            write.await
         })
     }
 

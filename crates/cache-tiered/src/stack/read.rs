@@ -15,11 +15,6 @@ use super::write::scaled;
 use super::{Key, NAME, StackInner, TierState};
 use crate::tier::{FailureMode, bump};
 
-/// Taken off a promoted entry's remaining life: the target tier reads its own clock a
-/// moment after the remaining life was computed, and the copy must not outlive the
-/// source's entry by that moment.
-const PROMOTION_CLOCK_MARGIN: Duration = Duration::from_millis(5);
-
 /// How the caller wants a hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Want {
@@ -222,11 +217,7 @@ impl StackInner {
     /// for its own share of the entry's TTL, never longer than the entry has left in
     /// `source`, and only while no write of the key started since `snapshot`.
     async fn promote(&self, key: &Key<'_>, entry: &Arc<CacheEntry>, source: usize, snapshot: Snapshot) {
-        let now = SystemTime::now();
-        let remaining = entry
-            .metadata
-            .remaining_ttl(now)
-            .saturating_sub(PROMOTION_CLOCK_MARGIN);
+        let remaining = entry.metadata.remaining_ttl(SystemTime::now());
         if remaining.is_zero() {
             return;
         }
@@ -245,6 +236,9 @@ impl StackInner {
         // The source tier holds its share of the entry's TTL: the whole TTL is that share
         // divided by its scale, and each target keeps its own share of the whole.
         let whole_ttl = unscaled(entry.metadata.storage_ttl(), self.tiers[source].tier.ttl_scale);
+        // A target whose share is at least what the entry has left gets the entry to keep
+        // until it expires (`put_entry` never lets a copy outlive the entry itself, and
+        // the memory backend then stores it without a copy).
         let copies = targets.iter().map(|state| {
             let ttl = scaled(whole_ttl, state.tier.ttl_scale).min(remaining);
             let options = PutOptions::new().with_ttl(ttl);
