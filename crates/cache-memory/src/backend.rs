@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use cache_core::{
     BackendStats, CacheEntry, CacheFuture, CacheManager, CachePolicy, CachedResponse, Capabilities,
-    EntryMetadata, Error, ErrorKind, KeyPattern, PutOptions, Result, StatsCounters, TtlPolicy, validate_key,
+    EntryMetadata, Error, ErrorKind, KeyPattern, PutOptions, Result, StatsCounters, TtlPolicy,
+    validate_key,
 };
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};

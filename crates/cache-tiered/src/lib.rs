@@ -39,7 +39,8 @@
 //!   [`Tier::with_ttl_scale`]; a tier whose [`Tier::with_max_entry_bytes`] is too small
 //!   drops the key instead of keeping an older version. A failing tier does not keep the
 //!   others from being written. A hit reports the metadata of the copy that answered, so
-//!   with a scale other than 1 its expiry is that tier's.
+//!   with a scale other than 1 its expiry is that tier's (a copy promoted into memory
+//!   that ends with its source is the source's entry itself, metadata included).
 //! - **Failures**: a tier in [`FailureMode::Degrade`] (the default) is counted and
 //!   skipped; in [`FailureMode::Fail`] its error fails the operation.
 //! - **Invalidation**: `delete`, `delete_tag`, `delete_pattern` and `clear` reach every
@@ -47,9 +48,14 @@
 //!   delete of the key after every `put` (other instances drop their older copies);
 //!   events from other instances are applied to the local tiers only (not to
 //!   [`Tier::shared`] ones), `Resync` clears the local tiers, and so does the bus ending.
-//!   A promotion that races with a write or an invalidation of its key takes its copy
-//!   back, so it never revives what was just deleted.
-//! - **Coalescing**: [`TieredCache::get_or_fetch`]; typed values (any serde type, stored
+//!   An event a local tier cannot apply (a tag deletion on a tier without tags) clears it.
+//! - **Coherence**: once a write or an invalidation has returned `Ok`, no `get` returns
+//!   what it replaced or removed (on other instances: once its bus event is applied). A
+//!   promotion copies only what it read while no write of its key ran; writes finish
+//!   when their caller's future is dropped; a tier whose write fails has the key removed,
+//!   and when that fails too the call says so. See [`TieredCache`] for the details.
+//! - **Coalescing**: [`TieredCache::get_or_fetch`], bounded by
+//!   [`TieredBuilder::with_fetch_timeout`]; typed values (any serde type, stored
 //!   as JSON) with [`TieredCache::get_or_compute_typed`] and [`TtlPreset`]s.
 //! - **Streaming**: a stack with a [`Tier::streaming`] tier is a
 //!   [`StreamingCacheManager`](cache_core::StreamingCacheManager): `put_stream` streams the

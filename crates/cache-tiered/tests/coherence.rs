@@ -11,9 +11,7 @@ use bytes::Bytes;
 use cache_core::bus::InProcessHub;
 use cache_core::testkit::chaos::{ChaosTier, Operation, Point};
 use cache_core::testkit::fixtures::{policy, response};
-use cache_core::{
-    CacheManager, Capabilities, ErrorKind, PutOptions, StreamingCacheManager, body,
-};
+use cache_core::{CacheManager, Capabilities, ErrorKind, PutOptions, StreamingCacheManager, body};
 use cache_memory::MemoryCache;
 use cache_tiered::{FetchError, Fetched, Tier, TieredCache};
 
@@ -25,7 +23,12 @@ fn chaos(inner: Arc<MemoryCache>) -> Arc<ChaosTier> {
     Arc::new(ChaosTier::new("chaos", inner))
 }
 
-async fn put(stack: &dyn CacheManager, key: &str, body: &str, options: PutOptions) -> cache_core::Result<()> {
+async fn put(
+    stack: &dyn CacheManager,
+    key: &str,
+    body: &str,
+    options: PutOptions,
+) -> cache_core::Result<()> {
     let stored = response(&format!("https://example.com/{key}"), body.to_owned());
     let stored_policy = policy(&stored);
     stack.put(key, stored, stored_policy, options).await
@@ -48,7 +51,10 @@ async fn body_of(stack: &dyn CacheManager, key: &str) -> Option<Bytes> {
 async fn eventually(what: &str, done: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "never happened: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -68,7 +74,10 @@ async fn a_tier_that_refuses_a_put_ends_up_without_the_key() {
     // v2 is over the shared tier's limit: it refuses it, and the stack removes v1 there.
     let v2 = "2".repeat(8192);
     put(&stack, "k", &v2, ttl(100)).await.unwrap();
-    assert!(shared.get_entry("k").unwrap().is_none(), "v1 left in the shared tier");
+    assert!(
+        shared.get_entry("k").unwrap().is_none(),
+        "v1 left in the shared tier"
+    );
     // Once L1 lets v2 go, the stack misses rather than serving v1.
     l1.delete("k").await.unwrap();
     assert_eq!(body_of(&stack, "k").await, None);
@@ -92,7 +101,10 @@ async fn a_tier_that_fails_a_put_and_its_removal_makes_the_put_fail() {
     flaky.fail_next(Operation::Delete, Some("k"), ErrorKind::Unavailable);
     let failed = put(&stack, "k", "v2", ttl(100)).await.unwrap_err();
     assert_eq!(failed.kind(), ErrorKind::Unavailable);
-    assert!(failed.to_string().contains("tier 1 (chaos) may still hold"), "{failed}");
+    assert!(
+        failed.to_string().contains("tier 1 (chaos) may still hold"),
+        "{failed}"
+    );
     assert_eq!(body_of(&l1, "k").await.as_deref(), Some(&b"v2"[..]));
     let stats = stack.stats();
     assert_eq!((stats.errors, stats.stale_tiers), (2, 1));
@@ -113,7 +125,9 @@ async fn a_promotion_racing_delete_tag_does_not_bring_the_entry_back() {
         .build()
         .await
         .unwrap();
-    put(l2.as_ref(), "k", "tagged", ttl(100).with_tags(["t"])).await.unwrap();
+    put(l2.as_ref(), "k", "tagged", ttl(100).with_tags(["t"]))
+        .await
+        .unwrap();
     // The get has read L2 and holds the entry...
     let gate = slow.hold_next(Operation::Get, Some("k"), Point::After);
     let get = tokio::spawn({
@@ -124,8 +138,14 @@ async fn a_promotion_racing_delete_tag_does_not_bring_the_entry_back() {
     // ...while the tag is deleted everywhere.
     assert_eq!(stack.delete_tag("t").await.unwrap(), 1);
     gate.open();
-    assert!(get.await.unwrap(), "the get answers what it read before the delete");
-    assert!(l1.get_entry("k").unwrap().is_none(), "promoted after delete_tag returned");
+    assert!(
+        get.await.unwrap(),
+        "the get answers what it read before the delete"
+    );
+    assert!(
+        l1.get_entry("k").unwrap().is_none(),
+        "promoted after delete_tag returned"
+    );
     assert_eq!(body_of(&stack, "k").await, None);
     assert_eq!(stack.stats().promotions, 0);
 }
@@ -155,7 +175,10 @@ async fn a_promotion_inside_a_slow_delete_does_not_bring_the_entry_back() {
     assert_eq!(body_of(&stack, "k").await.as_deref(), Some(&b"old"[..]));
     gate.open();
     delete.await.unwrap().unwrap();
-    assert!(l1.get_entry("k").unwrap().is_none(), "promoted while the delete ran");
+    assert!(
+        l1.get_entry("k").unwrap().is_none(),
+        "promoted while the delete ran"
+    );
     assert_eq!(body_of(&stack, "k").await, None);
 }
 
@@ -182,7 +205,10 @@ async fn a_dropped_put_finishes_and_is_published() {
         .unwrap();
     put(shared.as_ref(), "k", "v1", ttl(100)).await.unwrap();
     assert_eq!(body_of(&b, "k").await.as_deref(), Some(&b"v1"[..]));
-    assert!(b_local.get_entry("k").unwrap().is_some(), "B holds v1 in memory");
+    assert!(
+        b_local.get_entry("k").unwrap().is_some(),
+        "B holds v1 in memory"
+    );
 
     // A's put of v2 waits to reach the shared tier, and its caller goes away.
     let gate = slow_shared.hold_next(Operation::Put, Some("k"), Point::Before);
@@ -257,7 +283,8 @@ async fn a_promoted_copy_lives_its_own_share_of_the_ttl() {
         .await
         .unwrap();
     put(&stack, "k", "v", ttl(100)).await.unwrap();
-    let stored_ttl = |tier: &MemoryCache| tier.get_entry("k").unwrap().unwrap().metadata.storage_ttl();
+    let stored_ttl =
+        |tier: &MemoryCache| tier.get_entry("k").unwrap().unwrap().metadata.storage_ttl();
     assert_eq!(stored_ttl(&l1), Duration::from_secs(10));
     assert_eq!(stored_ttl(&l2), Duration::from_secs(1000));
     l1.delete("k").await.unwrap();
@@ -289,11 +316,19 @@ async fn a_bus_delete_tag_clears_a_local_tier_without_tags() {
         .build()
         .await
         .unwrap();
-    put(shared.as_ref(), "k", "tagged", ttl(100).with_tags(["t"])).await.unwrap();
+    put(shared.as_ref(), "k", "tagged", ttl(100).with_tags(["t"]))
+        .await
+        .unwrap();
     assert!(b.get("k").await.unwrap().is_some());
-    assert!(b_local.get_entry("k").unwrap().is_some(), "promoted into B's local tier");
+    assert!(
+        b_local.get_entry("k").unwrap().is_some(),
+        "promoted into B's local tier"
+    );
     assert_eq!(a.delete_tag("t").await.unwrap(), 1);
-    eventually("B applied the delete_tag", || b.stats().bus_events_applied == 1).await;
+    eventually("B applied the delete_tag", || {
+        b.stats().bus_events_applied == 1
+    })
+    .await;
     assert!(b_local.get_entry("k").unwrap().is_none());
     assert_eq!(body_of(&b, "k").await, None);
     assert_eq!(b.stats().stale_tiers, 0);
@@ -313,7 +348,9 @@ fn a_fetch_dropped_before_it_ran_frees_its_key() {
         .enable_all()
         .build()
         .unwrap();
-    let stack = first.block_on(TieredCache::builder().tier(Tier::new(memory())).build()).unwrap();
+    let stack = first
+        .block_on(TieredCache::builder().tier(Tier::new(memory())).build())
+        .unwrap();
     first.block_on(async {
         let call = stack.get_or_fetch("k", || async { Ok::<_, FetchError>(fetched("never")) });
         let mut call = std::pin::pin!(call);
@@ -350,13 +387,21 @@ async fn a_hanging_fetch_times_out_and_frees_its_key() {
         std::future::pending::<()>().await;
         Ok::<_, FetchError>(fetched("never"))
     };
-    let (first, second) = tokio::join!(stack.get_or_fetch("k", hang), stack.get_or_fetch("k", hang));
+    let (first, second) =
+        tokio::join!(stack.get_or_fetch("k", hang), stack.get_or_fetch("k", hang));
     for outcome in [first, second] {
-        assert!(matches!(outcome, Err(FetchError::Timeout(limit)) if limit == Duration::from_secs(5)));
+        assert!(
+            matches!(outcome, Err(FetchError::Timeout(limit)) if limit == Duration::from_secs(5))
+        );
     }
     let stats = stack.stats();
     assert_eq!(
-        (stats.fetches, stats.fetch_timeouts, stats.coalesced_waiters, stats.in_flight_fetches),
+        (
+            stats.fetches,
+            stats.fetch_timeouts,
+            stats.coalesced_waiters,
+            stats.in_flight_fetches
+        ),
         (1, 1, 1, 0)
     );
     assert_eq!(stack.in_flight_fetches(), 0);
@@ -390,9 +435,18 @@ async fn a_buffered_get_of_a_huge_streamed_body_is_too_large() {
         let stored = response(&format!("https://example.com/{key}"), vec![7u8; len]);
         let stored_policy = policy(&stored);
         let (head, bytes) = stored.into_head_and_body();
-        let chunks: Vec<_> = bytes.chunks(64 * 1024).map(|chunk| Ok(bytes.slice_ref(chunk))).collect();
+        let chunks: Vec<_> = bytes
+            .chunks(64 * 1024)
+            .map(|chunk| Ok(bytes.slice_ref(chunk)))
+            .collect();
         stack
-            .put_stream(key, head, stored_policy, body::from_chunks(chunks), ttl(100))
+            .put_stream(
+                key,
+                head,
+                stored_policy,
+                body::from_chunks(chunks),
+                ttl(100),
+            )
             .await
             .unwrap();
     }
@@ -401,7 +455,10 @@ async fn a_buffered_get_of_a_huge_streamed_body_is_too_large() {
     assert!(failed.to_string().contains("get_stream"), "{failed}");
     // Streaming it works, from the streaming tier.
     let streamed = stack.get_stream("huge").await.unwrap().unwrap();
-    assert_eq!(body::collect(streamed.body, 4 << 20).await.unwrap().len(), 3 << 20);
+    assert_eq!(
+        body::collect(streamed.body, 4 << 20).await.unwrap().len(),
+        3 << 20
+    );
     // A body under the buffered limit but over the promotion limit is read, not promoted.
     let medium = stack.get("medium").await.unwrap().unwrap();
     assert_eq!(medium.response.body.len(), 512 * 1024);

@@ -63,25 +63,41 @@ enum Instance {
 
 #[derive(Debug, Clone)]
 enum Write {
-    Put { key: &'static str, version: u64 },
-    Delete { key: &'static str },
-    DeleteTag { tag: &'static str },
-    DeletePattern { prefix: &'static str },
+    Put {
+        key: &'static str,
+        version: u64,
+    },
+    Delete {
+        key: &'static str,
+    },
+    DeleteTag {
+        tag: &'static str,
+    },
+    DeletePattern {
+        prefix: &'static str,
+    },
     Clear,
     /// A `get_or_fetch` stored `version` (its put started no earlier than `start`). A
     /// caller may see the version in a tier before the put has reached every tier, so it
     /// counts as done at the next quiescence point only.
-    Fetched { key: &'static str, version: u64 },
+    Fetched {
+        key: &'static str,
+        version: u64,
+    },
 }
 
 impl Write {
     /// Whether this write, once done, removes or replaces `version` of `key`.
     fn kills(&self, key: &str, version: &Version) -> bool {
         match self {
-            Write::Put { key: written, version: new }
-            | Write::Fetched { key: written, version: new } => {
-                *written == key && *new != version.number
+            Write::Put {
+                key: written,
+                version: new,
             }
+            | Write::Fetched {
+                key: written,
+                version: new,
+            } => *written == key && *new != version.number,
             Write::Delete { key: deleted } => *deleted == key,
             Write::DeleteTag { tag } => version.tags.iter().any(|t| t == tag),
             Write::DeletePattern { prefix } => key.starts_with(prefix),
@@ -186,7 +202,12 @@ impl Shared {
 
     /// Allocates a version of `key` and its response (large ones exceed the shared tier's
     /// limit).
-    fn new_version(&self, key: &'static str, large: bool, tagged: Option<&'static str>) -> (u64, Bytes) {
+    fn new_version(
+        &self,
+        key: &'static str,
+        large: bool,
+        tagged: Option<&'static str>,
+    ) -> (u64, Bytes) {
         let number = self.next_version.fetch_add(1, Ordering::SeqCst);
         let tags: Vec<String> = tagged.into_iter().map(str::to_owned).collect();
         let version = Version {
@@ -237,13 +258,14 @@ fn memory() -> Arc<MemoryCache> {
 async fn nodes(seed: u64, hub: &InProcessHub) -> (Node, Node) {
     let shared = memory();
     let shared_tier = |n: u64| {
-        Arc::new(
-            chaos("shared", shared.clone(), seed ^ n)
-                .with_max_entry_bytes(SHARED_LIMIT),
-        )
+        Arc::new(chaos("shared", shared.clone(), seed ^ n).with_max_entry_bytes(SHARED_LIMIT))
     };
     let a_tiers = vec![
-        (Arc::new(chaos("a-memory", memory(), seed ^ 0x11)), 0.1, true),
+        (
+            Arc::new(chaos("a-memory", memory(), seed ^ 0x11)),
+            0.1,
+            true,
+        ),
         (shared_tier(0x12), 10.0, false),
     ];
     let without_tags = Capabilities::none()
@@ -251,7 +273,11 @@ async fn nodes(seed: u64, hub: &InProcessHub) -> (Node, Node) {
         .with_clear()
         .with_stats();
     let b_tiers = vec![
-        (Arc::new(chaos("b-memory", memory(), seed ^ 0x21)), 0.5, true),
+        (
+            Arc::new(chaos("b-memory", memory(), seed ^ 0x21)),
+            0.5,
+            true,
+        ),
         (
             Arc::new(chaos("b-disk", memory(), seed ^ 0x22).with_capabilities(without_tags)),
             1.0,
@@ -408,10 +434,13 @@ impl Driver {
     fn start_read(&mut self, instance: Instance, key: &'static str, fetch: Option<FetchKind>) {
         let stack = self.node(instance).stack.clone();
         let shared = self.shared.clone();
-        self.note(format!("{instance:?} get {key}{}", match fetch {
-            None => String::new(),
-            Some(kind) => format!(" or fetch ({kind:?})"),
-        }));
+        self.note(format!(
+            "{instance:?} get {key}{}",
+            match fetch {
+                None => String::new(),
+                Some(kind) => format!(" or fetch ({kind:?})"),
+            }
+        ));
         let tagged = TAGS[self.rng.random_range(0..TAGS.len())];
         let large = self.rng.random_bool(0.15);
         let task = tokio::spawn(async move {
@@ -493,7 +522,8 @@ impl Driver {
         let awaited = async {
             for call in running {
                 if let Running::Awaited(task) = call {
-                    task.await.map_err(|error| format!("a call panicked: {error}"))?;
+                    task.await
+                        .map_err(|error| format!("a call panicked: {error}"))?;
                 }
             }
             Ok::<(), String>(())
@@ -540,12 +570,18 @@ impl Driver {
                 return Err(format!("{read:?} returned a version of {}", version.key));
             }
             let Some(stored) = log.writes.get(version.write) else {
-                return Err(format!("{read:?} returned version {number}, which no write stored"));
+                return Err(format!(
+                    "{read:?} returned version {number}, which no write stored"
+                ));
             };
             if stored.start > read.end {
-                return Err(format!("{read:?} returned version {number} before it was written"));
+                return Err(format!(
+                    "{read:?} returned version {number} before it was written"
+                ));
             }
-            let Some(stored_end) = stored.end else { continue };
+            let Some(stored_end) = stored.end else {
+                continue;
+            };
             for write in &log.writes {
                 let Some(end) = write.end else { continue };
                 if !write.ok || write.start == u64::MAX || write.start <= stored_end {
@@ -580,7 +616,11 @@ impl Driver {
         let problems = [
             (stats.in_flight_fetches, 0, "in-flight fetches"),
             (node.stack.in_flight_fetches() as u64, 0, "in-flight table"),
-            (stats.hits + stats.misses, gets, "hits + misses (one per get and get_or_fetch)"),
+            (
+                stats.hits + stats.misses,
+                gets,
+                "hits + misses (one per get and get_or_fetch)",
+            ),
             (stats.fetches, fetch_calls, "fetches"),
             (stats.puts, puts + fetch_puts, "puts"),
             (
@@ -604,7 +644,11 @@ impl Driver {
 async fn check_tiers(node: &Node) -> Result<(), String> {
     for (tier, scale, _) in &node.tiers {
         for key in KEYS {
-            let held = tier.inner().get(key).await.map_err(|error| error.to_string())?;
+            let held = tier
+                .inner()
+                .get(key)
+                .await
+                .map_err(|error| error.to_string())?;
             if held.is_none() {
                 continue;
             }
@@ -688,7 +732,14 @@ async fn drive(driver: &mut Driver, steps: usize) -> Result<(), String> {
                     .rng
                     .random_bool(0.25)
                     .then(|| Duration::from_millis(driver.rng.random_range(0..6)));
-                driver.start_write(instance, Write::Put { key, version: number }, dropped);
+                driver.start_write(
+                    instance,
+                    Write::Put {
+                        key,
+                        version: number,
+                    },
+                    dropped,
+                );
             }
             50..58 => {
                 let dropped = driver
@@ -749,7 +800,9 @@ async fn drive(driver: &mut Driver, steps: usize) -> Result<(), String> {
 }
 
 fn seeds_from_env() -> Option<u64> {
-    std::env::var("CACHE_MODEL_SEED").ok().map(|seed| seed.parse().expect("CACHE_MODEL_SEED is a number"))
+    std::env::var("CACHE_MODEL_SEED")
+        .ok()
+        .map(|seed| seed.parse().expect("CACHE_MODEL_SEED is a number"))
 }
 
 #[test]
@@ -771,7 +824,10 @@ fn the_stack_keeps_its_promises_over_fixed_seeds() {
     }
     if let Some((_, first)) = failures.first() {
         let seeds: Vec<u64> = failures.iter().map(|(seed, _)| *seed).collect();
-        panic!("{} of 2000 schedules failed (seeds {seeds:?}); the first:\n{first}", failures.len());
+        panic!(
+            "{} of 2000 schedules failed (seeds {seeds:?}); the first:\n{first}",
+            failures.len()
+        );
     }
 }
 
@@ -795,5 +851,7 @@ fn soak() {
         }
         schedules += 1;
     }
-    println!("soak: {schedules} schedules of 120 steps ran clean in {seconds} s (seeds from {first_seed})");
+    println!(
+        "soak: {schedules} schedules of 120 steps ran clean in {seconds} s (seeds from {first_seed})"
+    );
 }

@@ -170,12 +170,22 @@ async fn two_instances_stay_coherent_while_redis_is_frozen_killed_and_restarted(
 
     let completed = completed.lock().unwrap().clone();
     let readings = readings.lock().unwrap().clone();
-    assert!(completed.len() > 100, "the writers made {} writes", completed.len());
-    assert!(readings.len() > 100, "the readers saw {} entries", readings.len());
+    assert!(
+        completed.len() > 100,
+        "the writers made {} writes",
+        completed.len()
+    );
+    assert!(
+        readings.len() > 100,
+        "the readers saw {} entries",
+        readings.len()
+    );
     let mut longest_window = Duration::ZERO;
     for reading in &readings {
         let superseded = completed.iter().filter(|write| {
-            write.key == reading.key && write.version > reading.version && write.at < reading.started
+            write.key == reading.key
+                && write.version > reading.version
+                && write.at < reading.started
         });
         for write in superseded {
             assert_ne!(
@@ -204,7 +214,11 @@ async fn two_instances_stay_coherent_while_redis_is_frozen_killed_and_restarted(
     // Once the bus has settled, every instance serves the last completed write.
     let settle_deadline = Instant::now() + BUS_BOUND;
     'keys: for key in 0..KEYS {
-        let last = completed.iter().filter(|write| write.key == key).map(|write| write.version).max();
+        let last = completed
+            .iter()
+            .filter(|write| write.key == key)
+            .map(|write| write.version)
+            .max();
         loop {
             let mut coherent = true;
             for stack in stacks.iter() {

@@ -333,7 +333,13 @@ impl ChaosTier {
     }
 
     /// The next `operation` (on `key`, when given) waits `delay` at `point`.
-    pub fn delay_next(&self, operation: Operation, key: Option<&str>, delay: Duration, point: Point) {
+    pub fn delay_next(
+        &self,
+        operation: Operation,
+        key: Option<&str>,
+        delay: Duration,
+        point: Point,
+    ) {
         self.add_rule(operation, key, Action::Delay(delay, point));
     }
 
@@ -406,7 +412,11 @@ impl ChaosTier {
     }
 
     fn error(&self, kind: ErrorKind, operation: Operation, key: Option<&str>) -> Error {
-        let error = Error::new(kind, self.name, format!("chaos: {operation:?} failed on purpose"));
+        let error = Error::new(
+            kind,
+            self.name,
+            format!("chaos: {operation:?} failed on purpose"),
+        );
         match key {
             Some(key) => error.with_key(key),
             None => error,
@@ -416,7 +426,12 @@ impl ChaosTier {
     /// Runs `work` under the faults planned for `operation`. The backend is called only
     /// when `work` is: a backend that answers at once (memory) does its work when called,
     /// not when its future is awaited.
-    async fn run<T, F>(&self, operation: Operation, key: Option<&str>, work: impl FnOnce() -> F) -> Result<T>
+    async fn run<T, F>(
+        &self,
+        operation: Operation,
+        key: Option<&str>,
+        work: impl FnOnce() -> F,
+    ) -> Result<T>
     where
         F: std::future::Future<Output = Result<T>>,
     {
@@ -540,17 +555,13 @@ impl CacheManager for ChaosTier {
     }
 
     fn delete_tag<'a>(&'a self, tag: &'a str) -> CacheFuture<'a, Result<u64>> {
-        CacheFuture::new(self.run(Operation::DeleteTag, None, || {
-            self.inner.delete_tag(tag)
-        }))
+        CacheFuture::new(self.run(Operation::DeleteTag, None, || self.inner.delete_tag(tag)))
     }
 
     fn delete_pattern<'a>(&'a self, pattern: &'a KeyPattern) -> CacheFuture<'a, Result<u64>> {
-        CacheFuture::new(self.run(
-            Operation::DeletePattern,
-            None,
-            || self.inner.delete_pattern(pattern),
-        ))
+        CacheFuture::new(self.run(Operation::DeletePattern, None, || {
+            self.inner.delete_pattern(pattern)
+        }))
     }
 
     fn clear(&self) -> CacheFuture<'_, Result<()>> {

@@ -155,7 +155,10 @@ impl StackInner {
                     InvalidationEvent::Delete { key } => {
                         let key = Key::new(key);
                         self.coherence
-                            .write_key(&key, self.invalidate_local(LocalInvalidation::Delete(key.text)))
+                            .write_key(
+                                &key,
+                                self.invalidate_local(LocalInvalidation::Delete(key.text)),
+                            )
                             .await;
                     }
                     InvalidationEvent::DeleteTag { tag } => {
@@ -163,23 +166,25 @@ impl StackInner {
                             .write_all(self.invalidate_local(LocalInvalidation::DeleteTag(tag)))
                             .await;
                     }
-                    InvalidationEvent::DeletePattern { pattern } => match KeyPattern::new(pattern) {
-                        Ok(pattern) => {
-                            self.coherence
-                                .write_all(
-                                    self.invalidate_local(LocalInvalidation::DeletePattern(&pattern)),
-                                )
-                                .await;
+                    InvalidationEvent::DeletePattern { pattern } => {
+                        match KeyPattern::new(pattern) {
+                            Ok(pattern) => {
+                                self.coherence
+                                    .write_all(self.invalidate_local(
+                                        LocalInvalidation::DeletePattern(&pattern),
+                                    ))
+                                    .await;
+                            }
+                            // A pattern this instance cannot read: what it named is unknown, so
+                            // everything local goes.
+                            Err(_) => {
+                                bump(&self.counters.errors);
+                                self.coherence
+                                    .write_all(self.invalidate_local(LocalInvalidation::Clear))
+                                    .await;
+                            }
                         }
-                        // A pattern this instance cannot read: what it named is unknown, so
-                        // everything local goes.
-                        Err(_) => {
-                            bump(&self.counters.errors);
-                            self.coherence
-                                .write_all(self.invalidate_local(LocalInvalidation::Clear))
-                                .await;
-                        }
-                    },
+                    }
                     // `Clear`, and any kind of event added later that this version does not
                     // know: clearing the local tiers is always coherent.
                     _ => {

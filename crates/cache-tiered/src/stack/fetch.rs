@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use cache_core::{BoxError, CacheEntry, CachePolicy, CachedResponse, Error, ErrorKind, PutOptions, validate_key};
+use cache_core::{
+    BoxError, CacheEntry, CachePolicy, CachedResponse, Error, ErrorKind, PutOptions, validate_key,
+};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
@@ -145,7 +147,10 @@ impl TieredCache {
         let (shared, started) = {
             let mut in_flight = lock(&inner.in_flight);
             if let Some((_, shared)) = in_flight.get(key) {
-                inner.counters.coalesced_waiters.fetch_add(1, Ordering::Relaxed);
+                inner
+                    .counters
+                    .coalesced_waiters
+                    .fetch_add(1, Ordering::Relaxed);
                 (shared.clone(), None)
             } else {
                 let fetch_id = inner.next_fetch_id.fetch_add(1, Ordering::Relaxed);
@@ -161,7 +166,10 @@ impl TieredCache {
                 .boxed()
                 .shared();
                 in_flight.insert(key.to_owned(), (fetch_id, shared.clone()));
-                inner.counters.in_flight_fetches.fetch_add(1, Ordering::Relaxed);
+                inner
+                    .counters
+                    .in_flight_fetches
+                    .fetch_add(1, Ordering::Relaxed);
                 (shared, Some((fetch_id, sender)))
             }
         };

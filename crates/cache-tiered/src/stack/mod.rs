@@ -233,7 +233,7 @@ impl StreamingCacheManager for TieredCache {
             let key = Key::new(key);
             Ok(
                 match self.inner.walk(&key, 0, true, Want::Streamed).await? {
-                    Some(Found::Stream(streamed)) => Some(streamed),
+                    Some(Found::Stream(streamed)) => Some(*streamed),
                     Some(Found::Entry(entry)) => Some(streamed_from(&entry)),
                     None => None,
                 },
@@ -281,7 +281,10 @@ impl CacheManager for TieredCache {
         let first = &inner.tiers[0].tier;
         let lookup = |from: usize| {
             CacheFuture::new(async move {
-                match inner.walk(&Key::new(key), from, true, Want::Buffered).await? {
+                match inner
+                    .walk(&Key::new(key), from, true, Want::Buffered)
+                    .await?
+                {
                     Some(Found::Entry(entry)) => Ok(Some(entry)),
                     Some(Found::Stream(_)) | None => Ok(None),
                 }

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cache_core::{
-    CacheEntry, CachedResponse, EntryMetadata, Error, ErrorKind, PutOptions, Result,
-    StreamedEntry, StreamingCacheManager, body,
+    CacheEntry, CachedResponse, EntryMetadata, Error, ErrorKind, PutOptions, Result, StreamedEntry,
+    StreamingCacheManager, body,
 };
-use futures::future::join_all;
 
 use super::coherence::Snapshot;
 use super::write::scaled;
@@ -29,13 +28,14 @@ pub(crate) enum Want {
 /// What a walk found.
 pub(crate) enum Found {
     Entry(Arc<CacheEntry>),
-    Stream(StreamedEntry),
+    /// Boxed: a streamed entry is large, and a buffered hit should not carry its size.
+    Stream(Box<StreamedEntry>),
 }
 
 /// What the streaming tier answered.
 enum StreamRead {
     Missed,
-    Stream(StreamedEntry),
+    Stream(Box<StreamedEntry>),
     /// The body read whole; whether to promote it.
     Entry(Arc<CacheEntry>, bool),
 }
@@ -88,7 +88,11 @@ impl StackInner {
     }
 
     /// A buffered walk of every tier.
-    pub(crate) async fn lookup(&self, key: &Key<'_>, count: bool) -> Result<Option<Arc<CacheEntry>>> {
+    pub(crate) async fn lookup(
+        &self,
+        key: &Key<'_>,
+        count: bool,
+    ) -> Result<Option<Arc<CacheEntry>>> {
         match self.walk(key, 0, count, Want::Buffered).await? {
             Some(Found::Entry(entry)) => Ok(Some(entry)),
             // A buffered walk reads streamed bodies whole.
@@ -161,7 +165,7 @@ impl StackInner {
         match want {
             Want::Streamed if !promote => {
                 self.count_hit(state, count);
-                return Ok(StreamRead::Stream(streamed));
+                return Ok(StreamRead::Stream(Box::new(streamed)));
             }
             Want::Buffered if streamed.body_len > self.max_buffered_body => {
                 return Err(Error::new(
@@ -216,7 +220,13 @@ impl StackInner {
     /// Copies `entry`, found in tier `source`, into the faster tiers that accept it: each
     /// for its own share of the entry's TTL, never longer than the entry has left in
     /// `source`, and only while no write of the key started since `snapshot`.
-    async fn promote(&self, key: &Key<'_>, entry: &Arc<CacheEntry>, source: usize, snapshot: Snapshot) {
+    async fn promote(
+        &self,
+        key: &Key<'_>,
+        entry: &Arc<CacheEntry>,
+        source: usize,
+        snapshot: Snapshot,
+    ) {
         let remaining = entry.metadata.remaining_ttl(SystemTime::now());
         if remaining.is_zero() {
             return;
@@ -226,23 +236,28 @@ impl StackInner {
             return;
         }
         let size = entry.approximate_size();
-        let targets: Vec<&TierState> = self.tiers[..source]
-            .iter()
-            .filter(|state| state.tier.accepts_promotions && state.tier.admits(size))
-            .collect();
-        if targets.is_empty() {
+        let takes = |state: &TierState| state.tier.accepts_promotions && state.tier.admits(size);
+        if !self.tiers[..source].iter().any(takes) {
             return;
         }
         // The source tier holds its share of the entry's TTL: the whole TTL is that share
-        // divided by its scale, and each target keeps its own share of the whole.
-        let whole_ttl = unscaled(entry.metadata.storage_ttl(), self.tiers[source].tier.ttl_scale);
-        // A target whose share is at least what the entry has left gets the entry to keep
-        // until it expires (`put_entry` never lets a copy outlive the entry itself, and
-        // the memory backend then stores it without a copy).
-        let copies = targets.iter().map(|state| {
-            let ttl = scaled(whole_ttl, state.tier.ttl_scale).min(remaining);
-            let options = PutOptions::new().with_ttl(ttl);
-            async move {
+        // divided by its scale, and each target keeps its own share of the whole. A target
+        // whose share is at least what the entry has left gets the entry to keep until it
+        // expires (`put_entry` never lets a copy outlive the entry itself, and the memory
+        // backend then stores it without a copy).
+        let whole_ttl = unscaled(
+            entry.metadata.storage_ttl(),
+            self.tiers[source].tier.ttl_scale,
+        );
+        // Fastest first, one after the other: the faster tiers answer the next get sooner,
+        // and a promotion is no reason to run many slow writes at once.
+        let copies = async {
+            for state in &self.tiers[..source] {
+                if !(state.tier.accepts_promotions && state.tier.admits(size)) {
+                    continue;
+                }
+                let ttl = scaled(whole_ttl, state.tier.ttl_scale).min(remaining);
+                let options = PutOptions::new().with_ttl(ttl);
                 match state
                     .tier
                     .manager
@@ -256,12 +271,8 @@ impl StackInner {
                     Err(_) => self.count_tier_error(state),
                 }
             }
-        });
-        self.coherence
-            .promote_if_unchanged(snapshot, async {
-                join_all(copies).await;
-            })
-            .await;
+        };
+        self.coherence.promote_if_unchanged(snapshot, copies).await;
     }
 }
 

@@ -45,7 +45,8 @@ pub(crate) fn detached<T: Send + 'static>(
             let task = runtime.spawn(work);
             CacheFuture::new(async move {
                 task.await.unwrap_or_else(|error| {
-                    Err(Error::new(ErrorKind::Backend, NAME, "a write task failed").with_source(error))
+                    Err(Error::new(ErrorKind::Backend, NAME, "a write task failed")
+                        .with_source(error))
                 })
             })
         }
@@ -101,7 +102,12 @@ impl StackInner {
 
     /// A tier's write failed: it must not keep an older version, so the key is removed
     /// from it.
-    async fn remove_after_failure(&self, state: &TierState, key: &Key<'_>, error: Error) -> TierOutcome {
+    async fn remove_after_failure(
+        &self,
+        state: &TierState,
+        key: &Key<'_>,
+        error: Error,
+    ) -> TierOutcome {
         self.count_tier_error(state);
         match state.tier.manager.delete(key.text).await {
             Ok(()) => TierOutcome::Degraded(error.with_key(key.text)),
@@ -126,10 +132,16 @@ impl StackInner {
         TierOutcome::Stale(error)
     }
 
-    fn base_ttl(&self, policy: &CachePolicy, headers: &http::HeaderMap, options: &PutOptions) -> Duration {
-        options
-            .ttl()
-            .unwrap_or_else(|| self.ttl_policy.storage_ttl(policy, headers, SystemTime::now()))
+    fn base_ttl(
+        &self,
+        policy: &CachePolicy,
+        headers: &http::HeaderMap,
+        options: &PutOptions,
+    ) -> Duration {
+        options.ttl().unwrap_or_else(|| {
+            self.ttl_policy
+                .storage_ttl(policy, headers, SystemTime::now())
+        })
     }
 
     pub(crate) async fn put(
@@ -143,7 +155,11 @@ impl StackInner {
         let base_ttl = self.base_ttl(&policy, &response.headers, &options);
         let size = CacheEntry::approximate_size_of(&response, options.tags());
         // One copy of the response per tier that takes it, the last taking the original.
-        let admitted: Vec<bool> = self.tiers.iter().map(|state| state.tier.admits(size)).collect();
+        let admitted: Vec<bool> = self
+            .tiers
+            .iter()
+            .map(|state| state.tier.admits(size))
+            .collect();
         let copies = admitted.iter().filter(|&&admitted| admitted).count();
         let mut payloads: Vec<(CachedResponse, CachePolicy)> = (1..copies)
             .map(|_| (response.clone(), policy.clone()))
@@ -163,7 +179,12 @@ impl StackInner {
                 async move {
                     let outcome = match payload {
                         Some((response, policy)) => {
-                            match state.tier.manager.put(key.text, response, policy, options).await {
+                            match state
+                                .tier
+                                .manager
+                                .put(key.text, response, policy, options)
+                                .await
+                            {
                                 Ok(()) => {
                                     if !base_ttl.is_zero() {
                                         bump(&state.counters.puts);
@@ -240,14 +261,15 @@ impl StackInner {
                     if other == index {
                         continue;
                     }
-                    let copy = if state.tier.admits(size) && stored.len <= self.stream_promotion_limit {
-                        if buffered.is_none() {
-                            buffered = streaming.get(key.text).await.ok().flatten();
-                        }
-                        buffered.clone()
-                    } else {
-                        None
-                    };
+                    let copy =
+                        if state.tier.admits(size) && stored.len <= self.stream_promotion_limit {
+                            if buffered.is_none() {
+                                buffered = streaming.get(key.text).await.ok().flatten();
+                            }
+                            buffered.clone()
+                        } else {
+                            None
+                        };
                     let outcome = match copy {
                         Some(entry) => {
                             let options = options
@@ -256,7 +278,12 @@ impl StackInner {
                             let written = state
                                 .tier
                                 .manager
-                                .put(key.text, entry.response.clone(), entry.policy().clone(), options)
+                                .put(
+                                    key.text,
+                                    entry.response.clone(),
+                                    entry.policy().clone(),
+                                    options,
+                                )
                                 .await;
                             match written {
                                 Ok(()) => {
@@ -288,13 +315,17 @@ impl StackInner {
     }
 
     pub(crate) async fn delete(&self, key: &Key<'_>) -> Result<()> {
-        let deletes = self.tiers.iter().enumerate().map(|(index, state)| async move {
-            let outcome = match state.tier.manager.delete(key.text).await {
-                Ok(()) => TierOutcome::Done(1),
-                Err(error) => self.failed_deletion(state, error),
-            };
-            (index, outcome)
-        });
+        let deletes = self
+            .tiers
+            .iter()
+            .enumerate()
+            .map(|(index, state)| async move {
+                let outcome = match state.tier.manager.delete(key.text).await {
+                    Ok(()) => TierOutcome::Done(1),
+                    Err(error) => self.failed_deletion(state, error),
+                };
+                (index, outcome)
+            });
         let outcomes = self.coherence.write_key(key, join_all(deletes)).await;
         bump(&self.counters.deletes);
         self.publish(InvalidationEvent::Delete {
@@ -306,22 +337,28 @@ impl StackInner {
 
     /// Runs an invalidation of many keys on every tier, publishes it and settles.
     pub(crate) async fn invalidate_many(&self, invalidation: Invalidation<'_>) -> Result<u64> {
-        let runs = self.tiers.iter().enumerate().map(|(index, state)| async move {
-            let tier = state.tier.manager.as_ref();
-            let result = match invalidation {
-                Invalidation::Tag(tag) => tier.delete_tag(tag).await,
-                Invalidation::Pattern(pattern) => tier.delete_pattern(pattern).await,
-                Invalidation::Clear => tier.clear().await.map(|()| 0),
-            };
-            let outcome = match result {
-                Ok(count) => TierOutcome::Done(count),
-                Err(error) => self.failed_deletion(state, error),
-            };
-            (index, outcome)
-        });
+        let runs = self
+            .tiers
+            .iter()
+            .enumerate()
+            .map(|(index, state)| async move {
+                let tier = state.tier.manager.as_ref();
+                let result = match invalidation {
+                    Invalidation::Tag(tag) => tier.delete_tag(tag).await,
+                    Invalidation::Pattern(pattern) => tier.delete_pattern(pattern).await,
+                    Invalidation::Clear => tier.clear().await.map(|()| 0),
+                };
+                let outcome = match result {
+                    Ok(count) => TierOutcome::Done(count),
+                    Err(error) => self.failed_deletion(state, error),
+                };
+                (index, outcome)
+            });
         let outcomes = self.coherence.write_all(join_all(runs)).await;
         self.publish(match invalidation {
-            Invalidation::Tag(tag) => InvalidationEvent::DeleteTag { tag: tag.to_owned() },
+            Invalidation::Tag(tag) => InvalidationEvent::DeleteTag {
+                tag: tag.to_owned(),
+            },
             Invalidation::Pattern(pattern) => InvalidationEvent::DeletePattern {
                 pattern: pattern.as_str().to_owned(),
             },
