@@ -513,3 +513,42 @@ async fn a_dropped_put_stream_whose_body_ended_reaches_every_tier() {
     assert_eq!(body_of(&stack, "k").await.as_deref(), Some(&b"v2"[..]));
     assert_eq!(stack.stats().puts, 2);
 }
+
+/// Found by the soak (seed 1796195438885389981): a `get_or_fetch` that joins a fetch in
+/// flight must not receive what that fetch read before a delete that has since returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_after_a_delete_does_not_join_a_fetch_that_read_before_it() {
+    let (l1, l2) = (memory(), memory());
+    let slow = chaos(l2.clone());
+    let stack = TieredCache::builder()
+        .tier(Tier::new(l1.clone()))
+        .tier(Tier::new(slow.clone()))
+        .build()
+        .await
+        .unwrap();
+    put(l2.as_ref(), "k", "old", ttl(100)).await.unwrap();
+    // The first caller's own look misses (L2 fails once); its fill looks again, reads the
+    // old entry and is held there with it.
+    slow.fail_next(Operation::Get, Some("k"), ErrorKind::Unavailable);
+    let gate = slow.hold_next(Operation::Get, Some("k"), Point::After);
+    let first = tokio::spawn({
+        let stack = stack.clone();
+        async move {
+            stack
+                .get_or_fetch("k", || async { Ok::<_, FetchError>(fetched("fetched")) })
+                .await
+        }
+    });
+    gate.reached().await;
+    stack.delete("k").await.unwrap();
+    // A caller after the delete starts a fetch of its own.
+    let second = stack
+        .get_or_fetch("k", || async { Ok::<_, FetchError>(fetched("after the delete")) })
+        .await
+        .unwrap();
+    assert_eq!(second.response.body, "after the delete");
+    gate.open();
+    // The first caller started before the delete returned: the old entry is its answer.
+    assert_eq!(first.await.unwrap().unwrap().response.body, "old");
+    assert_eq!(stack.stats().coalesced_waiters, 0);
+}

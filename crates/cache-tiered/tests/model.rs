@@ -19,7 +19,7 @@
 //! - no tier holds a copy for longer than its share of the entry's TTL;
 //! - the statistics and the in-flight table are exact.
 //!
-//! `CACHE_MODEL_SEED=N` replays one seed with its schedule printed;
+//! `CACHE_MODEL_SEED=N` (with `CACHE_MODEL_STEPS=M` for a soak seed) replays one seed;
 //! `CACHE_SOAK_SECONDS=N cargo test --release -p cache-tiered --test model -- --ignored`
 //! (what `cargo xtask soak` runs) draws new seeds for that long.
 
@@ -47,6 +47,11 @@ const SHARED_LIMIT: usize = 4096;
 const KEYS: [&str; 3] = ["a/0", "a/1", "b/0"];
 const TAGS: [&str; 2] = ["t0", "t1"];
 const FETCH_TIMEOUT: Duration = Duration::from_millis(50);
+/// The schedules `test-all` runs: seeds `0..FIXED_SEEDS` of `FIXED_STEPS` steps.
+const FIXED_SEEDS: u64 = 2000;
+const FIXED_STEPS: usize = 60;
+/// The steps of a soak schedule.
+const SOAK_STEPS: usize = 120;
 /// How long (on the paused clock) a quiescence point waits for everything to settle.
 const SETTLE: Duration = Duration::from_secs(10);
 
@@ -702,7 +707,7 @@ fn run_schedule(seed: u64, steps: usize) -> Result<(), String> {
         result.map_err(|problem| {
             let log = driver.shared.log.lock().unwrap();
             let mut text = format!(
-                "seed {} broke the model: {problem}\nreplay: CACHE_MODEL_SEED={} cargo test -p cache-tiered --test model\nschedule:\n",
+                "seed {} broke the model: {problem}\nreplay: CACHE_MODEL_SEED={} CACHE_MODEL_STEPS={steps} cargo test -p cache-tiered --test model\nschedule:\n",
                 driver.seed, driver.seed
             );
             for line in &log.schedule {
@@ -808,14 +813,19 @@ fn seeds_from_env() -> Option<u64> {
 #[test]
 fn the_stack_keeps_its_promises_over_fixed_seeds() {
     if let Some(seed) = seeds_from_env() {
-        if let Err(problem) = run_schedule(seed, 60) {
+        let steps = std::env::var("CACHE_MODEL_STEPS")
+            .ok()
+            .map_or(FIXED_STEPS, |steps| {
+                steps.parse().expect("CACHE_MODEL_STEPS is a number")
+            });
+        if let Err(problem) = run_schedule(seed, steps) {
             panic!("{problem}");
         }
         return;
     }
     let mut failures = Vec::new();
-    for seed in 0..2000 {
-        if let Err(problem) = run_schedule(seed, 60) {
+    for seed in 0..FIXED_SEEDS {
+        if let Err(problem) = run_schedule(seed, FIXED_STEPS) {
             if std::env::var_os("CACHE_MODEL_REPORT").is_some() {
                 eprintln!("FAIL {}", problem.lines().next().unwrap_or_default());
             }
@@ -825,7 +835,7 @@ fn the_stack_keeps_its_promises_over_fixed_seeds() {
     if let Some((_, first)) = failures.first() {
         let seeds: Vec<u64> = failures.iter().map(|(seed, _)| *seed).collect();
         panic!(
-            "{} of 2000 schedules failed (seeds {seeds:?}); the first:\n{first}",
+            "{} of {FIXED_SEEDS} schedules failed (seeds {seeds:?}); the first:\n{first}",
             failures.len()
         );
     }
@@ -846,12 +856,12 @@ fn soak() {
     let mut schedules = 0u64;
     while std::time::Instant::now() < deadline {
         let seed = first_seed.wrapping_add(schedules);
-        if let Err(problem) = run_schedule(seed, 120) {
+        if let Err(problem) = run_schedule(seed, SOAK_STEPS) {
             panic!("after {schedules} clean schedules:\n{problem}");
         }
         schedules += 1;
     }
     println!(
-        "soak: {schedules} schedules of 120 steps ran clean in {seconds} s (seeds from {first_seed})"
+        "soak: {schedules} schedules of {SOAK_STEPS} steps ran clean in {seconds} s (seeds from {first_seed})"
     );
 }

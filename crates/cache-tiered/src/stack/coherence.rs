@@ -19,7 +19,7 @@ use cache_core::{BusMessage, BusSubscription, CacheManager, InvalidationEvent, K
 use futures::future::join_all;
 use tokio::sync::RwLock;
 
-use super::{Key, StackInner, TierState};
+use super::{Key, StackInner, TierState, lock};
 use crate::tier::bump;
 
 /// Stripes of per-key versions and locks (keys share stripes by hash).
@@ -148,39 +148,55 @@ enum LocalInvalidation<'a> {
 }
 
 impl StackInner {
+    /// [`Coherence::write_key`], then detaches the key's fetch in flight: a fetch that
+    /// started before the write may have read what it replaced (its fill looks in the
+    /// tiers first), so callers that come after the write start a fetch of their own
+    /// instead of joining it (its earlier callers still get its outcome).
+    pub(crate) async fn writing_key<T>(&self, key: &Key<'_>, work: impl Future<Output = T>) -> T {
+        let output = self.coherence.write_key(key, work).await;
+        lock(&self.in_flight).remove(key.text);
+        output
+    }
+
+    /// [`Coherence::write_all`], then detaches every fetch in flight (see
+    /// [`writing_key`](Self::writing_key)).
+    pub(crate) async fn writing_all<T>(&self, work: impl Future<Output = T>) -> T {
+        let output = self.coherence.write_all(work).await;
+        lock(&self.in_flight).clear();
+        output
+    }
+
     pub(crate) async fn apply_bus_message(&self, message: BusMessage) {
         match message {
             BusMessage::Event { event, .. } => {
                 match &event {
                     InvalidationEvent::Delete { key } => {
                         let key = Key::new(key);
-                        self.coherence
-                            .write_key(
-                                &key,
-                                self.invalidate_local(LocalInvalidation::Delete(key.text)),
-                            )
-                            .await;
+                        self.writing_key(
+                            &key,
+                            self.invalidate_local(LocalInvalidation::Delete(key.text)),
+                        )
+                        .await;
                     }
                     InvalidationEvent::DeleteTag { tag } => {
-                        self.coherence
-                            .write_all(self.invalidate_local(LocalInvalidation::DeleteTag(tag)))
+                        self.writing_all(self.invalidate_local(LocalInvalidation::DeleteTag(tag)))
                             .await;
                     }
                     InvalidationEvent::DeletePattern { pattern } => {
                         match KeyPattern::new(pattern) {
                             Ok(pattern) => {
-                                self.coherence
-                                    .write_all(self.invalidate_local(
-                                        LocalInvalidation::DeletePattern(&pattern),
-                                    ))
-                                    .await;
+                                self.writing_all(
+                                    self.invalidate_local(LocalInvalidation::DeletePattern(
+                                        &pattern,
+                                    )),
+                                )
+                                .await;
                             }
                             // A pattern this instance cannot read: what it named is unknown, so
                             // everything local goes.
                             Err(_) => {
                                 bump(&self.counters.errors);
-                                self.coherence
-                                    .write_all(self.invalidate_local(LocalInvalidation::Clear))
+                                self.writing_all(self.invalidate_local(LocalInvalidation::Clear))
                                     .await;
                             }
                         }
@@ -188,23 +204,20 @@ impl StackInner {
                     // `Clear`, and any kind of event added later that this version does not
                     // know: clearing the local tiers is always coherent.
                     _ => {
-                        self.coherence
-                            .write_all(self.invalidate_local(LocalInvalidation::Clear))
+                        self.writing_all(self.invalidate_local(LocalInvalidation::Clear))
                             .await;
                     }
                 }
                 bump(&self.counters.bus_events_applied);
             }
             BusMessage::Resync { .. } => {
-                self.coherence
-                    .write_all(self.invalidate_local(LocalInvalidation::Clear))
+                self.writing_all(self.invalidate_local(LocalInvalidation::Clear))
                     .await;
                 bump(&self.counters.resyncs);
             }
             // A kind of message added later: clearing is always coherent.
             _ => {
-                self.coherence
-                    .write_all(self.invalidate_local(LocalInvalidation::Clear))
+                self.writing_all(self.invalidate_local(LocalInvalidation::Clear))
                     .await;
             }
         }

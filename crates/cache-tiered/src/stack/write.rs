@@ -204,7 +204,7 @@ impl StackInner {
                 }
             })
             .collect();
-        let outcomes = self.coherence.write_key(key, join_all(writes)).await;
+        let outcomes = self.writing_key(key, join_all(writes)).await;
         // Other instances drop the older version from their local tiers.
         self.publish(InvalidationEvent::Delete {
             key: key.text.to_owned(),
@@ -230,8 +230,7 @@ impl StackInner {
         // The entry's size without its body: the body's length is known once it is stored.
         let size_without_body = CacheEntry::approximate_size_for(&head, 0, options.tags());
         let written = self
-            .coherence
-            .write_key(key, async {
+            .writing_key(key, async {
                 let state = &self.tiers[index];
                 let scaled_options = options
                     .clone()
@@ -326,7 +325,7 @@ impl StackInner {
                 };
                 (index, outcome)
             });
-        let outcomes = self.coherence.write_key(key, join_all(deletes)).await;
+        let outcomes = self.writing_key(key, join_all(deletes)).await;
         bump(&self.counters.deletes);
         self.publish(InvalidationEvent::Delete {
             key: key.text.to_owned(),
@@ -354,7 +353,7 @@ impl StackInner {
                 };
                 (index, outcome)
             });
-        let outcomes = self.coherence.write_all(join_all(runs)).await;
+        let outcomes = self.writing_all(join_all(runs)).await;
         self.publish(match invalidation {
             Invalidation::Tag(tag) => InvalidationEvent::DeleteTag {
                 tag: tag.to_owned(),
