@@ -541,13 +541,16 @@ async fn a_caller_after_a_delete_does_not_join_a_fetch_that_read_before_it() {
     });
     gate.reached().await;
     stack.delete("k").await.unwrap();
-    // A caller after the delete starts a fetch of its own.
-    let second = stack
-        .get_or_fetch("k", || async { Ok::<_, FetchError>(fetched("after the delete")) })
-        .await
-        .unwrap();
-    assert_eq!(second.response.body, "after the delete");
+    // A caller after the delete starts a fetch of its own (joining the held one, it would
+    // wait for the gate and then get the old entry).
+    let second = tokio::time::timeout(
+        Duration::from_secs(5),
+        stack.get_or_fetch("k", || async { Ok::<_, FetchError>(fetched("after the delete")) }),
+    )
+    .await;
     gate.open();
+    let second = second.expect("the caller after the delete joined the fetch that read before it");
+    assert_eq!(second.unwrap().response.body, "after the delete");
     // The first caller started before the delete returned: the old entry is its answer.
     assert_eq!(first.await.unwrap().unwrap().response.body, "old");
     assert_eq!(stack.stats().coalesced_waiters, 0);
