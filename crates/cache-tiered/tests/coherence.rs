@@ -545,7 +545,9 @@ async fn a_caller_after_a_delete_does_not_join_a_fetch_that_read_before_it() {
     // wait for the gate and then get the old entry).
     let second = tokio::time::timeout(
         Duration::from_secs(5),
-        stack.get_or_fetch("k", || async { Ok::<_, FetchError>(fetched("after the delete")) }),
+        stack.get_or_fetch("k", || async {
+            Ok::<_, FetchError>(fetched("after the delete"))
+        }),
     )
     .await;
     gate.open();

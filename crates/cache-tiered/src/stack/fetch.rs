@@ -195,7 +195,7 @@ impl TieredCache {
 }
 
 impl StackInner {
-    async fn fill<F, Fut, E>(&self, key: &Key<'_>, fetch: F) -> FetchOutcome
+    async fn fill<F, Fut, E>(self: &Arc<Self>, key: &Key<'_>, fetch: F) -> FetchOutcome
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<Fetched, E>>,

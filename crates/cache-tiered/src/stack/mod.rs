@@ -277,7 +277,7 @@ impl CacheManager for TieredCache {
         if let Err(error) = validate_key(NAME, key) {
             return CacheFuture::ready(Err(error));
         }
-        let inner = &*self.inner;
+        let inner = &self.inner;
         let first = &inner.tiers[0].tier;
         let lookup = |from: usize| {
             CacheFuture::new(async move {

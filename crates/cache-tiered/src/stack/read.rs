@@ -10,9 +10,13 @@ use cache_core::{
 };
 
 use super::coherence::Snapshot;
-use super::write::scaled;
+use super::write::{detached, scaled};
 use super::{Key, NAME, StackInner, TierState};
 use crate::tier::{FailureMode, bump};
+
+/// Taken off the remaining life of an entry promoted into a tier with a smaller TTL scale
+/// than its source's, so that the copy gets metadata of its own.
+const PROMOTION_CLOCK_MARGIN: Duration = Duration::from_millis(5);
 
 /// How the caller wants a hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +48,7 @@ impl StackInner {
     /// Walks the tiers from `from` for `key`, promoting a hit from a slower tier into the
     /// faster ones. `count` says whether hits and misses are counted.
     pub(crate) async fn walk(
-        &self,
+        self: &Arc<Self>,
         key: &Key<'_>,
         from: usize,
         count: bool,
@@ -89,7 +93,7 @@ impl StackInner {
 
     /// A buffered walk of every tier.
     pub(crate) async fn lookup(
-        &self,
+        self: &Arc<Self>,
         key: &Key<'_>,
         count: bool,
     ) -> Result<Option<Arc<CacheEntry>>> {
@@ -161,24 +165,23 @@ impl StackInner {
         let wanted = self.tiers[..index]
             .iter()
             .any(|faster| faster.tier.accepts_promotions && faster.tier.admits(size));
+        // Checked before the promotion strategy hears of the hit: a get that fails counts
+        // as nothing.
+        if want == Want::Buffered && streamed.body_len > self.max_buffered_body {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                NAME,
+                format!(
+                    "the body of {} bytes is over the stack's buffered-get limit of {} bytes: read it with get_stream",
+                    streamed.body_len, self.max_buffered_body
+                ),
+            )
+            .with_key(key.text));
+        }
         let promote = index > 0 && small && wanted && self.promotion.hit_says_promote(key.hash);
-        match want {
-            Want::Streamed if !promote => {
-                self.count_hit(state, count);
-                return Ok(StreamRead::Stream(Box::new(streamed)));
-            }
-            Want::Buffered if streamed.body_len > self.max_buffered_body => {
-                return Err(Error::new(
-                    ErrorKind::TooLarge,
-                    NAME,
-                    format!(
-                        "the body of {} bytes is over the stack's buffered-get limit of {} bytes: read it with get_stream",
-                        streamed.body_len, self.max_buffered_body
-                    ),
-                )
-                .with_key(key.text));
-            }
-            Want::Streamed | Want::Buffered => {}
+        if want == Want::Streamed && !promote {
+            self.count_hit(state, count);
+            return Ok(StreamRead::Stream(Box::new(streamed)));
         }
         let StreamedEntry {
             head,
@@ -221,7 +224,7 @@ impl StackInner {
     /// for its own share of the entry's TTL, never longer than the entry has left in
     /// `source`, and only while no write of the key started since `snapshot`.
     async fn promote(
-        &self,
+        self: &Arc<Self>,
         key: &Key<'_>,
         entry: &Arc<CacheEntry>,
         source: usize,
@@ -240,39 +243,67 @@ impl StackInner {
         if !self.tiers[..source].iter().any(takes) {
             return;
         }
+        // A promotion that has begun runs to the end even when the get is dropped: a copy
+        // into a tier that writes on the blocking pool would otherwise land after the
+        // key's stripe was let go, and after a write that followed.
+        let inner = Arc::clone(self);
+        let key = key.text.to_owned();
+        let entry = Arc::clone(entry);
+        let promotion = detached(async move {
+            let copies = inner.copy_into_faster_tiers(&key, &entry, source, remaining, size);
+            inner.coherence.promote_if_unchanged(snapshot, copies).await;
+            Ok(())
+        });
+        let _ = promotion.await;
+    }
+
+    /// Copies `entry` from tier `source` into the faster tiers that take it, fastest first
+    /// and one after the other (the faster tiers answer the next get sooner, and a
+    /// promotion is no reason to run many slow writes at once).
+    async fn copy_into_faster_tiers(
+        &self,
+        key: &str,
+        entry: &Arc<CacheEntry>,
+        source: usize,
+        remaining: Duration,
+        size: usize,
+    ) {
         // The source tier holds its share of the entry's TTL: the whole TTL is that share
-        // divided by its scale, and each target keeps its own share of the whole. A target
-        // whose share is at least what the entry has left gets the entry to keep until it
-        // expires (`put_entry` never lets a copy outlive the entry itself, and the memory
-        // backend then stores it without a copy).
-        let whole_ttl = unscaled(
-            entry.metadata.storage_ttl(),
-            self.tiers[source].tier.ttl_scale,
-        );
-        // Fastest first, one after the other: the faster tiers answer the next get sooner,
-        // and a promotion is no reason to run many slow writes at once.
-        let copies = async {
-            for state in &self.tiers[..source] {
-                if !(state.tier.accepts_promotions && state.tier.admits(size)) {
-                    continue;
-                }
-                let ttl = scaled(whole_ttl, state.tier.ttl_scale).min(remaining);
-                let options = PutOptions::new().with_ttl(ttl);
-                match state
-                    .tier
-                    .manager
-                    .put_entry(key.text, Arc::clone(entry), options)
-                    .await
-                {
-                    Ok(()) => {
-                        bump(&state.counters.promotions);
-                        bump(&self.counters.promotions);
-                    }
-                    Err(_) => self.count_tier_error(state),
-                }
+        // divided by its scale, and each target keeps its own share of the whole.
+        let source_scale = self.tiers[source].tier.ttl_scale;
+        let whole_ttl = unscaled(entry.metadata.storage_ttl(), source_scale);
+        for state in &self.tiers[..source] {
+            if !(state.tier.accepts_promotions && state.tier.admits(size)) {
+                continue;
             }
-        };
-        self.coherence.promote_if_unchanged(snapshot, copies).await;
+            let share = scaled(whole_ttl, state.tier.ttl_scale);
+            let ttl = if share < remaining {
+                share
+            } else if state.tier.ttl_scale >= source_scale {
+                // The copy may end with the entry itself: the memory backend then keeps
+                // the entry as it is, metadata included, and the storage TTL in that
+                // metadata is never more than this tier's share (its scale is not smaller).
+                remaining
+            } else {
+                // Kept as it is, the entry would carry the source's larger share as its
+                // storage TTL, and a promotion out of this tier would overestimate the
+                // whole TTL: a shorter TTL makes the copy get metadata of its own.
+                remaining.saturating_sub(PROMOTION_CLOCK_MARGIN)
+            };
+            let options = PutOptions::new().with_ttl(ttl);
+            match state
+                .tier
+                .manager
+                .put_entry(key, Arc::clone(entry), options)
+                .await
+            {
+                Ok(()) => {
+                    bump(&state.counters.promotions);
+                    bump(&self.counters.promotions);
+                }
+                Err(_) => self.count_tier_error(state),
+            }
+        }
     }
 }
 

@@ -78,9 +78,7 @@ impl StackInner {
                 }
                 TierOutcome::Stale(error) => {
                     bump(&self.counters.stale_tiers);
-                    if state.tier.failure_mode == FailureMode::Fail && failed.is_none() {
-                        failed = Some(error);
-                    } else if stale.is_none() {
+                    if stale.is_none() {
                         stale = Some(Error::new(
                             error.kind(),
                             NAME,
@@ -94,7 +92,8 @@ impl StackInner {
                 }
             }
         }
-        match failed.or(stale) {
+        // A tier that may hold the old version is what the caller most needs to know.
+        match stale.or(failed) {
             Some(error) => Err(error),
             None => Ok(largest),
         }
@@ -206,11 +205,13 @@ impl StackInner {
             .collect();
         let outcomes = self.writing_key(key, join_all(writes)).await;
         // Other instances drop the older version from their local tiers.
-        self.publish(InvalidationEvent::Delete {
-            key: key.text.to_owned(),
-        })
-        .await;
-        self.settle(outcomes).map(|_| ())
+        let published = self
+            .publish(InvalidationEvent::Delete {
+                key: key.text.to_owned(),
+            })
+            .await;
+        self.settle(outcomes)?;
+        published
     }
 
     pub(crate) async fn put_stream(
@@ -229,27 +230,30 @@ impl StackInner {
         let base_ttl = self.base_ttl(&policy, &head.headers, &options);
         // The entry's size without its body: the body's length is known once it is stored.
         let size_without_body = CacheEntry::approximate_size_for(&head, 0, options.tags());
-        let written = self
+        // The body goes to one place only: when that tier fails, nothing is stored anywhere
+        // and every tier keeps what it had, in either failure mode. The body is streamed
+        // outside the key's stripe (an upload can take minutes and must not hold up other
+        // writes or the bus): the tier commits it atomically, and the copies below, made
+        // under the stripe, replace whatever a promotion copied meanwhile.
+        let state = &self.tiers[index];
+        let scaled_options = options
+            .clone()
+            .with_ttl(scaled(base_ttl, state.tier.ttl_scale));
+        let stored = match streaming
+            .put_stream(key.text, head, policy, body, scaled_options)
+            .await
+        {
+            Ok(stored) => stored,
+            Err(error) => {
+                self.count_tier_error(state);
+                return Err(error);
+            }
+        };
+        if !base_ttl.is_zero() {
+            bump(&state.counters.puts);
+        }
+        let outcomes = self
             .writing_key(key, async {
-                let state = &self.tiers[index];
-                let scaled_options = options
-                    .clone()
-                    .with_ttl(scaled(base_ttl, state.tier.ttl_scale));
-                // The body goes to one place only: when that tier fails, nothing is stored
-                // anywhere and every tier keeps what it had, in either failure mode.
-                let stored = match streaming
-                    .put_stream(key.text, head, policy, body, scaled_options)
-                    .await
-                {
-                    Ok(stored) => stored,
-                    Err(error) => {
-                        self.count_tier_error(state);
-                        return Err(error);
-                    }
-                };
-                if !base_ttl.is_zero() {
-                    bump(&state.counters.puts);
-                }
                 // The other tiers get the entry buffered when it fits them, read back once
                 // from the streaming tier; the rest drop any older version they hold.
                 let size = size_without_body
@@ -301,15 +305,16 @@ impl StackInner {
                     };
                     outcomes.push((other, outcome));
                 }
-                Ok((stored, outcomes))
+                outcomes
             })
             .await;
-        let (stored, outcomes) = written?;
-        self.publish(InvalidationEvent::Delete {
-            key: key.text.to_owned(),
-        })
-        .await;
+        let published = self
+            .publish(InvalidationEvent::Delete {
+                key: key.text.to_owned(),
+            })
+            .await;
         self.settle(outcomes)?;
+        published?;
         Ok(stored)
     }
 
@@ -327,11 +332,13 @@ impl StackInner {
             });
         let outcomes = self.writing_key(key, join_all(deletes)).await;
         bump(&self.counters.deletes);
-        self.publish(InvalidationEvent::Delete {
-            key: key.text.to_owned(),
-        })
-        .await;
-        self.settle(outcomes).map(|_| ())
+        let published = self
+            .publish(InvalidationEvent::Delete {
+                key: key.text.to_owned(),
+            })
+            .await;
+        self.settle(outcomes)?;
+        published
     }
 
     /// Runs an invalidation of many keys on every tier, publishes it and settles.
@@ -354,17 +361,19 @@ impl StackInner {
                 (index, outcome)
             });
         let outcomes = self.writing_all(join_all(runs)).await;
-        self.publish(match invalidation {
-            Invalidation::Tag(tag) => InvalidationEvent::DeleteTag {
-                tag: tag.to_owned(),
-            },
-            Invalidation::Pattern(pattern) => InvalidationEvent::DeletePattern {
-                pattern: pattern.as_str().to_owned(),
-            },
-            Invalidation::Clear => InvalidationEvent::Clear,
-        })
-        .await;
+        let published = self
+            .publish(match invalidation {
+                Invalidation::Tag(tag) => InvalidationEvent::DeleteTag {
+                    tag: tag.to_owned(),
+                },
+                Invalidation::Pattern(pattern) => InvalidationEvent::DeletePattern {
+                    pattern: pattern.as_str().to_owned(),
+                },
+                Invalidation::Clear => InvalidationEvent::Clear,
+            })
+            .await;
         let removed = self.settle(outcomes)?;
+        published?;
         if !matches!(invalidation, Invalidation::Clear) {
             self.counters
                 .deletes
@@ -373,13 +382,21 @@ impl StackInner {
         Ok(removed)
     }
 
-    async fn publish(&self, event: InvalidationEvent) {
-        // Not a let chain: the library builds with Rust 1.86.
-        if let Some(bus) = &self.bus {
-            if bus.publish(event).await.is_err() {
-                bump(&self.counters.errors);
-            }
-        }
+    /// Publishes `event`; a failure is counted and becomes the call's error (after the
+    /// tiers' own errors): the other instances did not hear of the write.
+    async fn publish(&self, event: InvalidationEvent) -> Result<()> {
+        let Some(bus) = &self.bus else {
+            return Ok(());
+        };
+        bus.publish(event).await.map_err(|error| {
+            bump(&self.counters.errors);
+            Error::new(
+                error.kind(),
+                NAME,
+                "the tiers were written but the bus did not carry the invalidation: other instances may keep the older version until their copies expire",
+            )
+            .with_source(error)
+        })
     }
 }
 
