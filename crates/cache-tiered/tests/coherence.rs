@@ -557,3 +557,85 @@ async fn a_caller_after_a_delete_does_not_join_a_fetch_that_read_before_it() {
     assert_eq!(first.await.unwrap().unwrap().response.body, "old");
     assert_eq!(stack.stats().coalesced_waiters, 0);
 }
+
+/// Found in review: a promoted copy kept as it is would carry its source's (larger) share
+/// as its storage TTL, and a promotion out of it would then give a faster tier more than
+/// its share.
+#[tokio::test]
+async fn a_copy_promoted_through_a_middle_tier_keeps_every_tier_within_its_share() {
+    let (l1, l2, l3) = (memory(), memory(), memory());
+    let (fast, middle) = (chaos(l1.clone()), chaos(l2.clone()));
+    let stack = TieredCache::builder()
+        .tier(Tier::new(fast.clone()).with_ttl_scale(0.1))
+        .tier(Tier::new(middle.clone()))
+        .tier(Tier::new(l3.clone()).with_ttl_scale(10.0))
+        .build()
+        .await
+        .unwrap();
+    // The slowest tier's copy: a 1000 s entry there for 10 times that, 9500 s ago.
+    let stored = response("https://example.com/k", "aged");
+    let stored_policy = policy(&stored);
+    let stored_at = std::time::SystemTime::now() - Duration::from_secs(9500);
+    let metadata = cache_core::EntryMetadata::new(stored_at, Duration::from_secs(10_000), Vec::new());
+    let aged = Arc::new(cache_core::CacheEntry::new(stored, stored_policy, metadata));
+    l3.put_shared_entry("k", aged, None).unwrap();
+
+    assert!(stack.get("k").await.unwrap().is_some());
+    let given = |tier: &ChaosTier| tier.last_put_ttl("k").flatten().unwrap();
+    assert_eq!(given(&fast), Duration::from_secs(100), "L1's share of 1000 s");
+    assert!(given(&middle) <= Duration::from_secs(500), "no more than the entry has left");
+    // Promoted again out of the middle tier: L1 still gets no more than its share.
+    l1.delete("k").await.unwrap();
+    assert!(stack.get("k").await.unwrap().is_some());
+    assert!(given(&fast) <= Duration::from_secs(100), "{:?}", given(&fast));
+    assert_eq!(stack.stats().promotions, 3);
+}
+
+/// A bus that accepts subscribers but cannot publish.
+struct DeadBus(cache_core::InstanceId);
+
+impl cache_core::InvalidationBus for DeadBus {
+    fn instance_id(&self) -> cache_core::InstanceId {
+        self.0
+    }
+
+    fn publish(
+        &self,
+        _event: cache_core::InvalidationEvent,
+    ) -> cache_core::CacheFuture<'_, cache_core::Result<()>> {
+        cache_core::CacheFuture::ready(Err(cache_core::Error::new(
+            ErrorKind::Unavailable,
+            "dead-bus",
+            "the bus is down",
+        )))
+    }
+
+    fn subscribe(
+        &self,
+    ) -> cache_core::CacheFuture<'_, cache_core::Result<cache_core::BusSubscription>> {
+        cache_core::CacheFuture::ready(Ok(cache_core::BusSubscription::new(
+            futures::stream::pending(),
+        )))
+    }
+}
+
+/// Found in review: a write whose bus publication fails tells its caller that the other
+/// instances did not hear of it.
+#[tokio::test]
+async fn a_write_the_bus_did_not_carry_says_so() {
+    let l1 = memory();
+    let stack = TieredCache::builder()
+        .tier(Tier::new(l1.clone()))
+        .with_bus(Arc::new(DeadBus(cache_core::InstanceId::random())))
+        .build()
+        .await
+        .unwrap();
+    let failed = put(&stack, "k", "v", ttl(100)).await.unwrap_err();
+    assert_eq!(failed.kind(), ErrorKind::Unavailable);
+    assert!(failed.to_string().contains("bus did not carry"), "{failed}");
+    assert!(l1.get_entry("k").unwrap().is_some(), "the local tiers are written");
+    let failed = stack.delete("k").await.unwrap_err();
+    assert!(failed.to_string().contains("bus did not carry"), "{failed}");
+    assert!(l1.get_entry("k").unwrap().is_none());
+    assert_eq!(stack.stats().errors, 2);
+}
