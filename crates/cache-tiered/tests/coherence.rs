@@ -576,18 +576,30 @@ async fn a_copy_promoted_through_a_middle_tier_keeps_every_tier_within_its_share
     let stored = response("https://example.com/k", "aged");
     let stored_policy = policy(&stored);
     let stored_at = std::time::SystemTime::now() - Duration::from_secs(9500);
-    let metadata = cache_core::EntryMetadata::new(stored_at, Duration::from_secs(10_000), Vec::new());
+    let metadata =
+        cache_core::EntryMetadata::new(stored_at, Duration::from_secs(10_000), Vec::new());
     let aged = Arc::new(cache_core::CacheEntry::new(stored, stored_policy, metadata));
     l3.put_shared_entry("k", aged, None).unwrap();
 
     assert!(stack.get("k").await.unwrap().is_some());
     let given = |tier: &ChaosTier| tier.last_put_ttl("k").flatten().unwrap();
-    assert_eq!(given(&fast), Duration::from_secs(100), "L1's share of 1000 s");
-    assert!(given(&middle) <= Duration::from_secs(500), "no more than the entry has left");
+    assert_eq!(
+        given(&fast),
+        Duration::from_secs(100),
+        "L1's share of 1000 s"
+    );
+    assert!(
+        given(&middle) <= Duration::from_secs(500),
+        "no more than the entry has left"
+    );
     // Promoted again out of the middle tier: L1 still gets no more than its share.
     l1.delete("k").await.unwrap();
     assert!(stack.get("k").await.unwrap().is_some());
-    assert!(given(&fast) <= Duration::from_secs(100), "{:?}", given(&fast));
+    assert!(
+        given(&fast) <= Duration::from_secs(100),
+        "{:?}",
+        given(&fast)
+    );
     assert_eq!(stack.stats().promotions, 3);
 }
 
@@ -633,7 +645,10 @@ async fn a_write_the_bus_did_not_carry_says_so() {
     let failed = put(&stack, "k", "v", ttl(100)).await.unwrap_err();
     assert_eq!(failed.kind(), ErrorKind::Unavailable);
     assert!(failed.to_string().contains("bus did not carry"), "{failed}");
-    assert!(l1.get_entry("k").unwrap().is_some(), "the local tiers are written");
+    assert!(
+        l1.get_entry("k").unwrap().is_some(),
+        "the local tiers are written"
+    );
     let failed = stack.delete("k").await.unwrap_err();
     assert!(failed.to_string().contains("bus did not carry"), "{failed}");
     assert!(l1.get_entry("k").unwrap().is_none());

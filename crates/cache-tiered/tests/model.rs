@@ -164,9 +164,12 @@ struct Log {
     schedule: Vec<String>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 struct Counts {
+    /// Gets and `get_or_fetch` calls that started, and those that returned (the others
+    /// were dropped, and may or may not have been counted by the stack).
     gets: u64,
+    gets_returned: u64,
     fetch_calls: u64,
     fetch_puts: u64,
     puts: u64,
@@ -193,16 +196,17 @@ impl Shared {
         update(self.counts.lock().unwrap().entry(name).or_default());
     }
 
-    fn counts(&self, instance: Instance) -> (u64, u64, u64, u64, u64) {
+    fn counts(&self, instance: Instance) -> Counts {
         let name = match instance {
             Instance::A => "A",
             Instance::B => "B",
         };
-        let counts = self.counts.lock().unwrap();
-        let c = counts.get(name);
-        c.map_or((0, 0, 0, 0, 0), |c| {
-            (c.gets, c.fetch_calls, c.fetch_puts, c.puts, c.published)
-        })
+        self.counts
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Allocates a version of `key` and its response (large ones exceed the shared tier's
@@ -246,11 +250,30 @@ struct Node {
     tiers: Vec<(Arc<ChaosTier>, f64, bool)>,
 }
 
-fn chaos(name: &'static str, inner: Arc<dyn CacheManager>, seed: u64) -> ChaosTier {
+/// The operations that fail at random on a local tier: not `clear`, which is what the
+/// stack falls back to when a bus event cannot be applied (a local tier that cannot even be
+/// cleared leaves the stack nothing to promise, and it counts it in `stale_tiers`).
+const LOCAL_FAILURES: [Operation; 3] = [Operation::Put, Operation::Get, Operation::Delete];
+/// The shared tier may fail anything: the bus never applies events to it.
+const SHARED_FAILURES: [Operation; 6] = [
+    Operation::Put,
+    Operation::Get,
+    Operation::Delete,
+    Operation::DeleteTag,
+    Operation::DeletePattern,
+    Operation::Clear,
+];
+
+fn chaos(
+    name: &'static str,
+    inner: Arc<dyn CacheManager>,
+    seed: u64,
+    failing: &[Operation],
+) -> ChaosTier {
     ChaosTier::new(name, inner).with_random_faults(
         RandomFaults::delays(seed, 0.4, Duration::from_millis(5)).with_failures(
             0.08,
-            [Operation::Put, Operation::Get],
+            failing.iter().copied(),
             ErrorKind::Timeout,
         ),
     )
@@ -263,11 +286,14 @@ fn memory() -> Arc<MemoryCache> {
 async fn nodes(seed: u64, hub: &InProcessHub) -> (Node, Node) {
     let shared = memory();
     let shared_tier = |n: u64| {
-        Arc::new(chaos("shared", shared.clone(), seed ^ n).with_max_entry_bytes(SHARED_LIMIT))
+        Arc::new(
+            chaos("shared", shared.clone(), seed ^ n, &SHARED_FAILURES)
+                .with_max_entry_bytes(SHARED_LIMIT),
+        )
     };
     let a_tiers = vec![
         (
-            Arc::new(chaos("a-memory", memory(), seed ^ 0x11)),
+            Arc::new(chaos("a-memory", memory(), seed ^ 0x11, &LOCAL_FAILURES)),
             0.1,
             true,
         ),
@@ -279,12 +305,15 @@ async fn nodes(seed: u64, hub: &InProcessHub) -> (Node, Node) {
         .with_stats();
     let b_tiers = vec![
         (
-            Arc::new(chaos("b-memory", memory(), seed ^ 0x21)),
+            Arc::new(chaos("b-memory", memory(), seed ^ 0x21, &LOCAL_FAILURES)),
             0.5,
             true,
         ),
         (
-            Arc::new(chaos("b-disk", memory(), seed ^ 0x22).with_capabilities(without_tags)),
+            Arc::new(
+                chaos("b-disk", memory(), seed ^ 0x22, &LOCAL_FAILURES)
+                    .with_capabilities(without_tags),
+            ),
             1.0,
             true,
         ),
@@ -334,6 +363,8 @@ struct Driver {
     a: Node,
     b: Node,
     running: Vec<Running>,
+    /// Each instance's `stale_tiers` at the last quiescence point.
+    stale_seen: [u64; 2],
 }
 
 impl Driver {
@@ -423,20 +454,16 @@ impl Driver {
             log.writes[index].end = Some(end);
             log.writes[index].ok = ok;
         });
-        match drop_after {
-            None => self.running.push(Running::Awaited(task)),
-            Some(after) => {
-                let abort = task.abort_handle();
-                tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
-                    abort.abort();
-                });
-                self.running.push(Running::Dropped);
-            }
-        }
+        self.finish_or_drop(task, drop_after);
     }
 
-    fn start_read(&mut self, instance: Instance, key: &'static str, fetch: Option<FetchKind>) {
+    fn start_read(
+        &mut self,
+        instance: Instance,
+        key: &'static str,
+        fetch: Option<FetchKind>,
+        drop_after: Option<Duration>,
+    ) {
         let stack = self.node(instance).stack.clone();
         let shared = self.shared.clone();
         self.note(format!(
@@ -502,11 +529,28 @@ impl Driver {
                     match outcome {
                         Ok(entry) => Some(version_of(&entry.response.body)),
                         Err(FetchError::Fetch(_) | FetchError::Timeout(_)) => None,
+                        // The fetched response was stored, but a tier may keep what it
+                        // replaced: the fetch's store promises nothing.
+                        Err(FetchError::Cache(error))
+                            if error.to_string().contains("may still hold") =>
+                        {
+                            let mut log = shared.log.lock().unwrap();
+                            for write in &mut log.writes {
+                                if write.instance == instance
+                                    && write.end.is_none()
+                                    && matches!(write.write, Write::Fetched { key: fetched, .. } if fetched == key)
+                                {
+                                    write.ok = false;
+                                }
+                            }
+                            None
+                        }
                         Err(error) => panic!("get_or_fetch failed: {error}"),
                     }
                 }
             };
             let end = shared.tick();
+            shared.count(instance, |c| c.gets_returned += 1);
             let mut log = shared.log.lock().unwrap();
             log.reads.push(ReadRecord {
                 instance,
@@ -517,7 +561,23 @@ impl Driver {
                 fetch: fetch.is_some(),
             });
         });
-        self.running.push(Running::Awaited(task));
+        self.finish_or_drop(task, drop_after);
+    }
+
+    /// Keeps `task` to await at the next quiescence point, or aborts it after `drop_after`
+    /// (its caller went away).
+    fn finish_or_drop(&mut self, task: tokio::task::JoinHandle<()>, drop_after: Option<Duration>) {
+        match drop_after {
+            None => self.running.push(Running::Awaited(task)),
+            Some(after) => {
+                let abort = task.abort_handle();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    abort.abort();
+                });
+                self.running.push(Running::Dropped);
+            }
+        }
     }
 
     /// Waits for every call, then for everything the calls left running (dropped writes,
@@ -539,23 +599,34 @@ impl Driver {
         }
         tokio::time::sleep(SETTLE).await;
         let sync = self.shared.tick();
+        // A dropped write's caller never heard its outcome: it failed if the instance
+        // counted a stale tier since the last quiescence point (then none of its dropped
+        // writes is taken as done; that only weakens the check).
+        let mut stale_now = [0; 2];
+        for (index, node) in [&self.a, &self.b].into_iter().enumerate() {
+            stale_now[index] = node.stack.stats().stale_tiers;
+        }
         {
             let mut log = self.shared.log.lock().unwrap();
             log.syncs.push(sync);
             for write in &mut log.writes {
                 if write.end.is_none() {
+                    let index = match write.instance {
+                        Instance::A => 0,
+                        Instance::B => 1,
+                    };
                     if write.start == u64::MAX {
                         // Dropped before it was first polled: it never started.
                         write.ok = false;
-                        write.end = Some(sync);
-                    } else {
+                    } else if write.dropped {
                         // A dropped write finished (the stack promises it) by now.
-                        write.ok = write.dropped || write.ok;
-                        write.end = Some(sync);
+                        write.ok = stale_now[index] == self.stale_seen[index];
                     }
+                    write.end = Some(sync);
                 }
             }
         }
+        self.stale_seen = stale_now;
         self.note(format!("-- quiescent at {sync}"));
         self.check_reads()?;
         for node in [&self.a, &self.b] {
@@ -612,22 +683,37 @@ impl Driver {
 
     fn check_counts(&self, node: &Node) -> Result<(), String> {
         let stats = node.stack.stats();
-        let (gets, fetch_calls, fetch_puts, puts, _) = self.shared.counts(node.instance);
+        let counts = self.shared.counts(node.instance);
         let other = match node.instance {
             Instance::A => Instance::B,
             Instance::B => Instance::A,
         };
-        let (.., published_by_other) = self.shared.counts(other);
+        let published_by_other = self.shared.counts(other).published;
+        let looked_up = stats.hits + stats.misses;
+        if looked_up < counts.gets_returned || looked_up > counts.gets {
+            return Err(format!(
+                "{:?}: hits + misses is {looked_up}, the model says between {} (gets that returned) and {} (gets that started) ({stats:?})",
+                node.instance, counts.gets_returned, counts.gets
+            ));
+        }
+        let sum =
+            |field: fn(&cache_tiered::TierStats) -> u64| stats.tiers.iter().map(field).sum::<u64>();
         let problems = [
             (stats.in_flight_fetches, 0, "in-flight fetches"),
             (node.stack.in_flight_fetches() as u64, 0, "in-flight table"),
+            (stats.fetches, counts.fetch_calls, "fetches"),
+            (stats.puts, counts.puts + counts.fetch_puts, "puts"),
+            (stats.hits, sum(|tier| tier.hits), "hits (the tiers' sum)"),
             (
-                stats.hits + stats.misses,
-                gets,
-                "hits + misses (one per get and get_or_fetch)",
+                stats.promotions,
+                sum(|tier| tier.promotions),
+                "promotions (the tiers' sum)",
             ),
-            (stats.fetches, fetch_calls, "fetches"),
-            (stats.puts, puts + fetch_puts, "puts"),
+            (
+                stats.errors,
+                sum(|tier| tier.errors),
+                "errors (the tiers' sum; the bus never fails)",
+            ),
             (
                 stats.bus_events_applied + stats.resyncs,
                 published_by_other,
@@ -702,6 +788,7 @@ fn run_schedule(seed: u64, steps: usize) -> Result<(), String> {
             a,
             b,
             running: Vec::new(),
+            stale_seen: [0, 0],
         };
         let result = drive(&mut driver, steps).await;
         result.map_err(|problem| {
@@ -728,7 +815,15 @@ async fn drive(driver: &mut Driver, steps: usize) -> Result<(), String> {
         let key = KEYS[driver.rng.random_range(0..KEYS.len())];
         let roll = driver.rng.random_range(0..100);
         match roll {
-            0..30 => driver.start_read(instance, key, None),
+            0..30 => {
+                // A tenth of the gets lose their caller on the way (and with it, maybe a
+                // promotion under way).
+                let dropped = driver
+                    .rng
+                    .random_bool(0.1)
+                    .then(|| Duration::from_millis(driver.rng.random_range(0..6)));
+                driver.start_read(instance, key, None, dropped);
+            }
             30..50 => {
                 let large = driver.rng.random_bool(0.2);
                 let tag = TAGS[driver.rng.random_range(0..TAGS.len())];
@@ -777,7 +872,7 @@ async fn drive(driver: &mut Driver, steps: usize) -> Result<(), String> {
                     1 => FetchKind::Fails,
                     _ => FetchKind::Succeeds,
                 };
-                driver.start_read(instance, key, Some(kind));
+                driver.start_read(instance, key, Some(kind), None);
             }
             80..90 => {
                 // An eviction: a local tier drops its copy behind the stack's back.
