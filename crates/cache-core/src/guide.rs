@@ -111,7 +111,7 @@
 //!
 //! ## The contract, method by method
 //!
-//! The trait's [`# Contract`](CacheManager#contract) section is the normative text; this
+//! The trait's [`# Contract`](crate::CacheManager#contract) section is the normative text; this
 //! is how to meet it.
 //!
 //! - **`name`**: a short static name (`"redis"`, `"map"`). It goes into every
