@@ -5,9 +5,15 @@ use cache_core::{CachedResponse, Error, ErrorKind, Result};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_cache::{HttpHeaders, HttpResponse, HttpVersion};
 
-/// The header of a stored entry that carries `HttpResponse::metadata` (hex), taken out
-/// again when the entry is read through the adapter.
+/// The header of a stored entry that carries `HttpResponse::metadata` (hex, after `m:`),
+/// taken out again when the entry is read through the adapter. A response header of this
+/// name from upstream is stored after `u:` and handed back as the header it was, so an
+/// origin cannot make its header pass for the metadata.
 pub const METADATA_HEADER: &str = "x-http-cache-adapter-metadata";
+
+/// What follows it in a stored value: the adapter's metadata, or an upstream header.
+const METADATA_MARK: &[u8] = b"m:";
+const UPSTREAM_MARK: &[u8] = b"u:";
 
 const NAME: &str = "http-cache adapter";
 
@@ -25,14 +31,21 @@ pub fn from_http_cache_response(response: HttpResponse) -> Result<CachedResponse
     for (name, value) in &response.headers {
         let header_name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| invalid(format!("{name:?} is not a header name")))?;
-        let header_value = HeaderValue::from_bytes(value.as_bytes())
-            .map_err(|_| invalid(format!("the value of {name} is not a header value")))?;
+        let header_value = if header_name.as_str() == METADATA_HEADER {
+            // An upstream header of the reserved name: marked, so it is never read back
+            // as the metadata.
+            HeaderValue::from_bytes(&[UPSTREAM_MARK, value.as_bytes()].concat())
+        } else {
+            HeaderValue::from_bytes(value.as_bytes())
+        }
+        .map_err(|_| invalid(format!("the value of {name} is not a header value")))?;
         headers.append(header_name, header_value);
     }
     if let Some(metadata) = &response.metadata {
-        let hex = HeaderValue::from_str(&to_hex(metadata))
+        let marked = format!("m:{}", to_hex(metadata));
+        let hex = HeaderValue::from_str(&marked)
             .map_err(|_| invalid("the metadata cannot be stored".to_owned()))?;
-        headers.insert(HeaderName::from_static(METADATA_HEADER), hex);
+        headers.append(HeaderName::from_static(METADATA_HEADER), hex);
     }
     Ok(CachedResponse::new(response.url, status)
         .with_version(http::Version::from(response.version))
@@ -47,11 +60,23 @@ pub fn to_http_cache_response(response: &CachedResponse) -> HttpResponse {
     let mut headers = HttpHeaders::new();
     let mut metadata = None;
     for (name, value) in &response.headers {
+        let mut value = value.as_bytes();
         if name.as_str() == METADATA_HEADER {
-            metadata = from_hex(value.as_bytes());
-            continue;
+            if let Some(hex) = value.strip_prefix(METADATA_MARK) {
+                metadata = from_hex(hex);
+                continue;
+            }
+            match value.strip_prefix(UPSTREAM_MARK) {
+                Some(upstream) => value = upstream,
+                // Stored by an earlier version of the adapter, which wrote the metadata
+                // unmarked (and never stored an upstream header of this name on its own).
+                None => {
+                    metadata = from_hex(value);
+                    continue;
+                }
+            }
         }
-        if let Ok(text) = std::str::from_utf8(value.as_bytes()) {
+        if let Ok(text) = std::str::from_utf8(value) {
             headers.append(name.as_str().to_owned(), text.to_owned());
         }
     }
@@ -157,6 +182,40 @@ mod tests {
         );
         assert_eq!(values(&back.headers, METADATA_HEADER), Vec::<&str>::new());
         assert_eq!(back.headers.iter().count(), 5);
+    }
+
+    #[test]
+    fn an_upstream_header_of_the_reserved_name_stays_a_header_and_is_not_metadata() {
+        let mut response = sample();
+        response.metadata = None;
+        response
+            .headers
+            .append(METADATA_HEADER.into(), "00ff".into());
+        let back = to_http_cache_response(&from_http_cache_response(response).unwrap());
+        assert_eq!(back.metadata, None);
+        assert_eq!(values(&back.headers, METADATA_HEADER), ["00ff"]);
+        // With metadata of its own too, each keeps its place.
+        let mut response = sample();
+        response
+            .headers
+            .append(METADATA_HEADER.into(), "abcd".into());
+        let back = to_http_cache_response(&from_http_cache_response(response).unwrap());
+        assert_eq!(back.metadata, Some(vec![0, 1, 254, 255]));
+        assert_eq!(values(&back.headers, METADATA_HEADER), ["abcd"]);
+    }
+
+    #[test]
+    fn metadata_an_earlier_adapter_stored_unmarked_is_still_read() {
+        let mut cached = from_http_cache_response(HttpResponse {
+            metadata: None,
+            ..sample()
+        })
+        .unwrap();
+        cached.headers.insert(
+            HeaderName::from_static(METADATA_HEADER),
+            HeaderValue::from_static("0102"),
+        );
+        assert_eq!(to_http_cache_response(&cached).metadata, Some(vec![1, 2]));
     }
 
     #[test]

@@ -47,7 +47,8 @@
 //!   codec of byte-storing backends adds none.
 //! - **`HttpResponse::metadata`** (from http-cache's metadata provider) is kept, in a
 //!   reserved header of the stored entry ([`METADATA_HEADER`]) that is taken out again on
-//!   the way back.
+//!   the way back. A response header of that name from upstream is stored marked as such
+//!   and comes back as the header it was: an origin cannot forge the metadata.
 //! - **Expiry**: the backend's [`TtlPolicy`](cache_core::TtlPolicy) turns each response's
 //!   policy into a storage TTL (freshness plus a stale grace for responses that can be
 //!   revalidated), unless [`HttpCacheAdapter::with_put_options`] sets one.
