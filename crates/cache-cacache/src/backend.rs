@@ -131,8 +131,11 @@ impl CacacheCache {
         CacheFuture::blocking(NAME, move || inner.sweep_blocking(ORPHAN_GRACE)).await
     }
 
-    /// Runs [`sweep`](Self::sweep) every `period` until the returned handle is dropped.
+    /// Runs [`sweep`](Self::sweep) every `period` (at least 10 ms: a shorter one is taken
+    /// as 10 ms) until the returned handle is dropped.
     pub fn spawn_sweeper(&self, period: Duration) -> SweeperHandle {
+        // tokio's interval panics on a zero period, which would end the task silently.
+        let period = period.max(Duration::from_millis(10));
         let cache = self.clone();
         let task = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(period);

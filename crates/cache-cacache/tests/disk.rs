@@ -255,3 +255,29 @@ async fn deleting_removes_bucket_and_content() {
     assert!(!content.exists());
     assert!(!raw.bucket_file("gone").exists());
 }
+
+/// A zero sweep period is taken as the shortest one, not a panic that ends the sweeper.
+#[tokio::test]
+async fn a_sweeper_with_a_zero_period_still_sweeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 1 << 30).await;
+    let short = entry("short-lived");
+    cache
+        .put(
+            "short",
+            short.clone(),
+            policy(&short),
+            PutOptions::new().with_ttl(Duration::from_millis(50)),
+        )
+        .await
+        .unwrap();
+    let _sweeper = cache.spawn_sweeper(Duration::ZERO);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while cache.stats().unwrap().expirations == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sweeper never swept"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

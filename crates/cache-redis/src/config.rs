@@ -115,9 +115,10 @@ impl RedisConfig {
     }
 
     /// The longest pause between two reconnection attempts of a bus subscriber (it starts
-    /// at 50 ms and doubles). Default: 2 s.
+    /// at 50 ms and doubles); values under 10 ms are taken as 10 ms. Default: 2 s.
     pub fn with_reconnect_max_delay(mut self, delay: Duration) -> Self {
-        self.reconnect_max_delay = delay;
+        // A zero delay would make a subscriber whose server is gone reconnect in a loop.
+        self.reconnect_max_delay = delay.max(Duration::from_millis(10));
         self
     }
 
@@ -224,6 +225,14 @@ mod tests {
             redact_url("not a url hunter2"),
             "<a url that does not parse>"
         );
+    }
+
+    #[test]
+    fn a_zero_reconnect_delay_is_taken_as_ten_milliseconds_not_a_busy_loop() {
+        let config = RedisConfig::default().with_reconnect_max_delay(Duration::ZERO);
+        assert_eq!(config.reconnect_max_delay, Duration::from_millis(10));
+        let config = RedisConfig::default().with_reconnect_max_delay(Duration::from_secs(1));
+        assert_eq!(config.reconnect_max_delay, Duration::from_secs(1));
     }
 
     #[test]

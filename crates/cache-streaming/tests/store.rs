@@ -588,3 +588,30 @@ async fn durable_writes_store_the_same_entries() {
     let store = open(dir.path(), 1 << 30).await;
     assert!(streamed_body(&store, "durable").await.as_ref() == Some(&bytes));
 }
+
+/// A zero sweep period is taken as the shortest one, not a panic that ends the sweeper.
+#[tokio::test]
+async fn a_sweeper_with_a_zero_period_still_sweeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1 << 30).await;
+    let short = response(URL, random_bytes(1000));
+    store
+        .put(
+            "short",
+            short.clone(),
+            policy(&short),
+            PutOptions::new().with_ttl(Duration::from_millis(50)),
+        )
+        .await
+        .unwrap();
+    let _sweeper = store.spawn_sweeper(Duration::ZERO);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.stats().unwrap().expirations == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sweeper never swept"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.body_count(), 0);
+}
