@@ -536,9 +536,10 @@ impl Inner {
 
     fn delete_blocking(&self, key: &str) -> Result<()> {
         let _key_guard = self.key_lock(key);
-        if self.remove_locked(key)? {
-            self.counters.add_deletes(1);
-        }
+        // Every call counts, found or not, as `BackendStats::deletes` says and every other
+        // backend counts.
+        self.remove_locked(key)?;
+        self.counters.add_deletes(1);
         Ok(())
     }
 

@@ -615,3 +615,18 @@ async fn a_sweeper_with_a_zero_period_still_sweeps() {
     }
     assert_eq!(store.body_count(), 0);
 }
+
+/// `deletes` counts every `delete` call, found or not, as every backend does.
+#[tokio::test]
+async fn every_delete_call_counts_found_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1 << 30).await;
+    let stored = response(URL, random_bytes(100));
+    store
+        .put("present", stored.clone(), policy(&stored), hour())
+        .await
+        .unwrap();
+    store.delete("present").await.unwrap();
+    store.delete("missing").await.unwrap();
+    assert_eq!(store.stats().unwrap().deletes, 2);
+}
