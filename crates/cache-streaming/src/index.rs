@@ -207,11 +207,11 @@ impl Index {
             .collect()
     }
 
-    pub(crate) fn expired_keys(&self, now: SystemTime) -> Vec<(String, BodyDigest)> {
+    pub(crate) fn expired_keys(&self, now: SystemTime) -> Vec<String> {
         self.entries
             .iter()
             .filter(|(_, entry)| entry.expires_at <= now)
-            .map(|(key, entry)| (key.clone(), entry.body.digest))
+            .map(|(key, _)| key.clone())
             .collect()
     }
 

@@ -468,13 +468,12 @@ impl Inner {
     }
 
     fn sweep_blocking(&self) -> Result<SweepReport> {
-        let mut report = SweepReport::default();
-        let expired = lock(&self.index).expired_keys(SystemTime::now());
-        for (key, digest) in expired {
-            if self.remove_entry_if(&key, |entry| entry.body.digest == digest)? {
-                report.expired += 1;
-            }
-        }
+        let now = SystemTime::now();
+        let expired = lock(&self.index).expired_keys(now);
+        let mut report = SweepReport {
+            expired: self.remove_expired(expired, now)?,
+            ..SweepReport::default()
+        };
         self.counters.add_expirations(report.expired);
 
         let tmp = self.layout.tmp_dir();
@@ -509,6 +508,20 @@ impl Inner {
             drop(index);
         }
         Ok(report)
+    }
+
+    /// Removes the entries of `keys` that are still expired at `now`, each checked under
+    /// its key's lock: a key put again since it was listed (with the same body too, the
+    /// common refresh of an unchanged resource) expires later and stays. Returns how many
+    /// were removed.
+    fn remove_expired(&self, keys: Vec<String>, now: SystemTime) -> Result<u64> {
+        let mut removed = 0;
+        for key in keys {
+            if self.remove_entry_if(&key, |entry| entry.expires_at <= now)? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Removes `key`'s entry when `condition` holds for it (checked under the key's lock):
@@ -1066,5 +1079,40 @@ impl StreamingCacheManager for StreamingStore {
         let inner = Arc::clone(&self.inner);
         let key = key.to_owned();
         CacheFuture::blocking(NAME, move || inner.get_stream_blocking(&key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cache_core::testkit::fixtures::{policy, response};
+
+    use super::*;
+
+    /// The sweep lists the expired keys, then removes them one by one: a key put again in
+    /// between, even with the same body, must stay.
+    #[tokio::test]
+    async fn a_key_put_again_after_the_sweep_listed_it_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StreamingStore::open(StreamingConfig::new(dir.path()))
+            .await
+            .unwrap();
+        let stored = response("https://example.com/refreshed", "unchanged body");
+        let short = PutOptions::new().with_ttl(Duration::from_millis(20));
+        store
+            .put("k", stored.clone(), policy(&stored), short)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let now = SystemTime::now();
+        let listed = lock(&store.inner.index).expired_keys(now);
+        assert_eq!(listed, ["k"]);
+        // Refreshed with the same body before the sweep gets to it.
+        let hour = PutOptions::new().with_ttl(Duration::from_secs(3600));
+        store
+            .put("k", stored.clone(), policy(&stored), hour)
+            .await
+            .unwrap();
+        assert_eq!(store.inner.remove_expired(listed, now).unwrap(), 0);
+        assert!(store.get("k").await.unwrap().is_some());
     }
 }
