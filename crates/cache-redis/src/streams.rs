@@ -214,9 +214,12 @@ impl RedisStream {
                 let connection = match slot.as_mut() {
                     Some(connection) => connection,
                     None => {
+                        // No response timeout of the connection's own: each read's
+                        // budget (below) bounds it, and the next read may block longer
+                        // than this one.
                         let config = redis::AsyncConnectionConfig::new()
                             .set_connection_timeout(Some(self.inner.config.connect_timeout))
-                            .set_response_timeout(Some(budget));
+                            .set_response_timeout(None);
                         let connection = self
                             .inner
                             .client

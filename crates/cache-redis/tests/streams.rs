@@ -130,3 +130,33 @@ async fn the_stream_is_capped() {
     let newest = stream.latest(1).await.unwrap();
     assert_eq!(newest[0].field("n").unwrap().as_ref(), 999u32.to_le_bytes());
 }
+
+/// A blocking read keeps its own connection; a read that blocks longer than the first one
+/// did waits its whole block time, not the first one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_longer_block_after_a_shorter_one_waits_its_own_time() {
+    if redis_tests_skipped() {
+        return;
+    }
+    let (url, _server) = common::shared_or_own_server();
+    let cache = RedisCache::connect(
+        common::config(&url, "blocks").with_command_timeout(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
+    let stream = cache.stream("blocks");
+    let first = stream.publish([("n", &b"1"[..])]).await.unwrap();
+    // The first blocking read sets up the connection: 100 ms of block, 200 ms of timeout.
+    assert!(
+        stream
+            .read_after(first, 10, Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Three times the first read's budget, then nothing: an empty answer, not a timeout.
+    let waited = stream
+        .read_after(first, 10, Duration::from_millis(900))
+        .await;
+    assert!(waited.as_ref().is_ok_and(Vec::is_empty), "{waited:?}");
+}
