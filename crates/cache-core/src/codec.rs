@@ -28,6 +28,10 @@
 //! replaces the values of `Authorization`, `Proxy-Authorization` and `Cookie` in them with
 //! `redacted` before anything is written. The header stays present, so a response that
 //! varies on it never matches a later request by mistake: it becomes a miss instead.
+//! Userinfo in a URL (`https://user:password@host/`) is dropped from the response's URL
+//! and from the policy's request URI before they are written, so an entry read back from
+//! bytes has the URL without it. The key is stored as the caller gave it: build keys
+//! without userinfo.
 
 use std::hash::Hasher as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -320,33 +324,40 @@ pub fn decode_policy(bytes: &[u8]) -> Result<CachePolicy> {
         .map_err(|error| corrupt("the cache policy does not decode").with_source(error))
 }
 
-// The serialized `CachePolicy` starts with the request's header map (its first field), so
-// the credentials are redacted by decoding that map alone, rewriting it and putting it back
-// in front of the untouched rest. The codec tests pin this down: a change of field order in
-// `http-cache-semantics` makes them fail.
+// The serialized `CachePolicy` starts with the request's header map, the response's and
+// the request URI (its first three fields), so the credentials are redacted by decoding
+// those alone, rewriting them and putting them back in front of the untouched rest. The
+// codec tests pin this down: a change of field order in `http-cache-semantics` makes them
+// fail.
 fn redact_request_credentials(serialized: Vec<u8>) -> Result<Vec<u8>> {
     #[derive(serde::Deserialize, serde::Serialize)]
-    struct RequestHeaders(#[serde(with = "http_serde::header_map")] HeaderMap);
+    struct PolicyStart(
+        #[serde(with = "http_serde::header_map")] HeaderMap,
+        #[serde(with = "http_serde::header_map")] HeaderMap,
+        #[serde(with = "http_serde::uri")] http::Uri,
+    );
 
-    // Most policies carry no credential: when neither name occurs anywhere in the bytes
-    // (`proxy-authorization` contains `authorization`), nothing is decoded on this put.
+    // Most policies carry no credential: when no credential header name and no `@`
+    // (userinfo) occurs anywhere in the bytes (`proxy-authorization` contains
+    // `authorization`), nothing is decoded on this put.
     let mentions = |name: &[u8]| serialized.windows(name.len()).any(|window| window == name);
-    if !mentions(b"authorization") && !mentions(b"cookie") {
+    if !mentions(b"authorization") && !mentions(b"cookie") && !serialized.contains(&b'@') {
         return Ok(serialized);
     }
-    let (RequestHeaders(mut request_headers), rest) =
-        postcard::take_from_bytes::<RequestHeaders>(&serialized).map_err(|error| {
+    let (PolicyStart(mut request_headers, response_headers, uri), rest) =
+        postcard::take_from_bytes::<PolicyStart>(&serialized).map_err(|error| {
             Error::new(
                 ErrorKind::Backend,
                 "codec",
-                "cannot read the policy's request headers",
+                "cannot read the policy's request headers and uri",
             )
             .with_source(error)
         })?;
-    if !CREDENTIAL_HEADERS
+    let credentials = CREDENTIAL_HEADERS
         .iter()
-        .any(|name| request_headers.contains_key(name))
-    {
+        .any(|name| request_headers.contains_key(name));
+    let stored_uri = uri_without_userinfo(&uri);
+    if !credentials && stored_uri.is_none() {
         return Ok(serialized);
     }
     for name in &CREDENTIAL_HEADERS {
@@ -359,17 +370,38 @@ fn redact_request_credentials(serialized: Vec<u8>) -> Result<Vec<u8>> {
             request_headers.append(name, HeaderValue::from_static(REDACTED));
         }
     }
-    let mut redacted =
-        postcard::to_allocvec(&RequestHeaders(request_headers)).map_err(|error| {
-            Error::new(
-                ErrorKind::Backend,
-                "codec",
-                "cannot write the policy's request headers",
-            )
-            .with_source(error)
-        })?;
+    let start = PolicyStart(request_headers, response_headers, stored_uri.unwrap_or(uri));
+    let mut redacted = postcard::to_allocvec(&start).map_err(|error| {
+        Error::new(
+            ErrorKind::Backend,
+            "codec",
+            "cannot write the policy's request headers and uri",
+        )
+        .with_source(error)
+    })?;
     redacted.extend_from_slice(rest);
     Ok(redacted)
+}
+
+/// `url` as it is stored: without userinfo (no credential at rest).
+fn url_without_userinfo(url: &Url) -> std::borrow::Cow<'_, str> {
+    if url.username().is_empty() && url.password().is_none() {
+        return std::borrow::Cow::Borrowed(url.as_str());
+    }
+    let mut stored = url.clone();
+    // Both fail only for URLs that cannot have userinfo, which have none to drop.
+    let _ = stored.set_username("");
+    let _ = stored.set_password(None);
+    std::borrow::Cow::Owned(stored.into())
+}
+
+/// `uri` without userinfo, or `None` when it has none.
+fn uri_without_userinfo(uri: &http::Uri) -> Option<http::Uri> {
+    let authority = uri.authority()?;
+    let (_, host_and_port) = authority.as_str().rsplit_once('@')?;
+    let mut parts = uri.clone().into_parts();
+    parts.authority = Some(host_and_port.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
 }
 
 /// The policy as `write_envelope` takes it: decoded, or already serialized by
@@ -452,6 +484,7 @@ fn write_head(
         }
         PolicyRef::Serialized(serialized) => serialized,
     };
+    let url = url_without_userinfo(head.url);
     let headers_len: usize = head
         .headers
         .iter()
@@ -465,7 +498,7 @@ fn write_head(
         + 2
         + 1
         + 4
-        + head.url.as_str().len()
+        + url.len()
         + 4
         + headers_len
         + 4
@@ -490,7 +523,7 @@ fn write_head(
     out.extend_from_slice(&unix_nanos(metadata.expires_at).to_le_bytes());
     out.extend_from_slice(&head.status.as_u16().to_le_bytes());
     out.push(version_code(head.version));
-    put_bytes32(&mut out, head.url.as_str().as_bytes(), "url")?;
+    put_bytes32(&mut out, url.as_bytes(), "url")?;
     out.extend_from_slice(&u32_len(head.headers.len(), "header count")?.to_le_bytes());
     for (name, value) in head.headers {
         let name = name.as_str().as_bytes();

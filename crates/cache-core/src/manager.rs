@@ -246,7 +246,9 @@ impl StatsCounters {
 /// - Stored bytes that cannot be decoded (corrupt, truncated, another format version, another
 ///   key) MUST be a miss: the entry is removed and counted, never a panic, never an error.
 /// - A backend that writes bytes MUST NOT write the request's `Authorization`,
-///   `Proxy-Authorization` or `Cookie` values (the [`codec`](crate::codec) redacts them).
+///   `Proxy-Authorization` or `Cookie` values, nor the userinfo of the URL (the
+///   [`codec`](crate::codec) redacts them; such an entry comes back with the URL without
+///   its userinfo). Keys are stored as given: callers build them without credentials.
 /// - An optional operation a backend does not declare in [`capabilities`](Self::capabilities)
 ///   MUST return `Unsupported`, never silently do nothing.
 /// - Temporary failures (server down, timeout) SHOULD be reported with the `Unavailable` or
