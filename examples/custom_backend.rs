@@ -268,6 +268,6 @@ mod tests {
                 "stream_dropped_put_leaves_no_entry",
             ]
         );
-        assert_eq!(report.passed.len(), 20);
+        assert_eq!(report.passed.len(), 21);
     }
 }

@@ -105,7 +105,7 @@
 //!     },
 //! );
 //! let report = run_all(&Suite::new(cache).with_raw_storage(Arc::new(raw))).await;
-//! assert_eq!(report.passed.len(), 16);
+//! assert_eq!(report.passed.len(), 17);
 //! # }
 //! ```
 //!

@@ -14,7 +14,11 @@ use crate::entry::EntryMetadata;
 /// window when the response can still be useful once stale (it has a validator, `ETag` or
 /// `Last-Modified`, so it can be revalidated with a 304, or it allows
 /// `stale-while-revalidate` / `stale-if-error`), clamped to `[min_ttl, max_ttl]`.
-/// [`PutOptions::with_ttl`] overrides the whole computation for one put.
+/// It is zero, so nothing is stored, for a response the policy says must not be stored
+/// (`no-store`, `private` in the shared cache a backend is, a status that is not
+/// cacheable) and for one that is already stale with nothing to revalidate it with.
+/// [`PutOptions::with_ttl`] overrides the whole computation for one put (store such a
+/// response anyway with an explicit TTL).
 ///
 /// | setting | default |
 /// |---|---|
@@ -96,16 +100,22 @@ impl TtlPolicy {
         response_headers: &HeaderMap,
         now: SystemTime,
     ) -> Duration {
+        if !policy.is_storable() {
+            return Duration::ZERO;
+        }
         let freshness = policy.time_to_live(now);
         let grace = if useful_when_stale(response_headers) {
             self.stale_grace
         } else {
             Duration::ZERO
         };
-        freshness
-            .saturating_add(grace)
-            .max(self.min_ttl)
-            .min(self.max_ttl)
+        let useful = freshness.saturating_add(grace);
+        // Stale already and nothing to revalidate it with: no reason to keep it at all
+        // (the minimum applies to what is worth keeping).
+        if useful.is_zero() {
+            return Duration::ZERO;
+        }
+        useful.max(self.min_ttl).min(self.max_ttl)
     }
 
     /// The metadata of an entry put at `now` with `options`: the per-put TTL when one is
@@ -235,6 +245,33 @@ mod tests {
             .with_stale_grace(Duration::from_secs(100))
             .storage_ttl(&policy, &headers, now);
         assert_eq!(ttl, Duration::from_secs(110));
+    }
+
+    #[test]
+    fn responses_not_to_store_get_no_ttl_at_all() {
+        let now = SystemTime::now();
+        let ttl_policy = TtlPolicy::default();
+        for headers in [
+            &[("cache-control", "no-store"), ("etag", "\"v1\"")][..],
+            &[("cache-control", "private, max-age=600")][..],
+            // Stale already, nothing to revalidate it with.
+            &[("cache-control", "max-age=0")][..],
+            &[][..],
+        ] {
+            let (policy, response_headers) = policy_for(headers, now);
+            assert_eq!(
+                ttl_policy.storage_ttl(&policy, &response_headers, now),
+                Duration::ZERO,
+                "{headers:?}"
+            );
+        }
+        // Stale already, but revalidatable: kept for the grace window.
+        let (policy, response_headers) =
+            policy_for(&[("cache-control", "max-age=0"), ("etag", "\"v1\"")], now);
+        assert_eq!(
+            ttl_policy.storage_ttl(&policy, &response_headers, now),
+            Duration::from_secs(3600)
+        );
     }
 
     #[test]

@@ -25,5 +25,5 @@ async fn memory_passes_every_conformance_case_it_supports() {
             "stream_dropped_put_leaves_no_entry",
         ]
     );
-    assert_eq!(report.passed.len(), 20);
+    assert_eq!(report.passed.len(), 21);
 }

@@ -30,5 +30,5 @@ async fn rocksdb_passes_every_conformance_case_it_supports() {
             "stream_dropped_put_leaves_no_entry",
         ]
     );
-    assert_eq!(report.passed.len(), 21);
+    assert_eq!(report.passed.len(), 22);
 }

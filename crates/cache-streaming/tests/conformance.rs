@@ -24,7 +24,7 @@ async fn run_suite(verification: ReadVerification) {
         .with_raw_storage(Arc::new(raw));
     let report = run_all(&suite).await;
     assert_eq!(report.skipped_names(), ["health"]);
-    assert_eq!(report.passed.len(), 26);
+    assert_eq!(report.passed.len(), 27);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

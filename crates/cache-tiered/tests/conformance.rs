@@ -39,7 +39,7 @@ async fn memory_over_memory_passes_the_conformance_suite() {
         .unwrap();
     let report = run_all(&Suite::new(Arc::new(stack))).await;
     assert_eq!(report.skipped_names(), SKIPPED);
-    assert_eq!(report.passed.len(), 27 - SKIPPED.len());
+    assert_eq!(report.passed.len(), 28 - SKIPPED.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -58,5 +58,5 @@ async fn memory_over_disk_passes_the_conformance_suite() {
         .unwrap();
     let report = run_all(&Suite::new(Arc::new(stack))).await;
     assert_eq!(report.skipped_names(), SKIPPED);
-    assert_eq!(report.passed.len(), 27 - SKIPPED.len());
+    assert_eq!(report.passed.len(), 28 - SKIPPED.len());
 }

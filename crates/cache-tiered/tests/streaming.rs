@@ -168,7 +168,7 @@ async fn memory_over_a_streaming_tier_passes_the_conformance_suite() {
             "clear",
         ]
     );
-    assert_eq!(report.passed.len(), 19);
+    assert_eq!(report.passed.len(), 20);
 }
 
 async fn put_streamed(stack: &TieredCache, key: &str, len: usize) {
@@ -272,5 +272,5 @@ async fn memory_over_the_content_addressed_store_passes_the_conformance_suite() 
             "no_credentials_at_rest",
         ]
     );
-    assert_eq!(report.passed.len(), 22);
+    assert_eq!(report.passed.len(), 23);
 }

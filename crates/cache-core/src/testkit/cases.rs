@@ -196,6 +196,31 @@ pub async fn zero_ttl_stores_nothing(suite: &Suite) {
     );
 }
 
+/// A response its policy says must not be stored (`no-store`) put without a TTL stores
+/// nothing, and the key's previous entry goes too; an explicit TTL stores it anyway.
+pub async fn responses_not_to_store_are_not_stored(suite: &Suite) {
+    let manager = suite.manager.as_ref();
+    let key = format!("{}entry", unique_prefix("no_store"));
+    let storable = response(&url_for(&key), Bytes::from_static(b"storable"));
+    put(manager, &key, &storable, long_lived()).await;
+    let mut refused = response(&url_for(&key), Bytes::from_static(b"no-store"));
+    refused.headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    put(manager, &key, &refused, PutOptions::new()).await;
+    assert!(
+        get_body(manager, &key).await.is_none(),
+        "a no-store response was stored, or the previous entry kept"
+    );
+    put(manager, &key, &refused, long_lived()).await;
+    assert_eq!(
+        get_body(manager, &key).await.as_deref(),
+        Some(&b"no-store"[..]),
+        "an explicit TTL stores it anyway"
+    );
+}
+
 /// 32 tasks each write and read their own keys at the same time.
 pub async fn concurrent_distinct_keys(suite: &Suite) {
     let prefix = unique_prefix("concurrent_distinct");

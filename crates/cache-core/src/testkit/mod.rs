@@ -167,6 +167,7 @@ pub async fn run_all(suite: &Suite) -> Report {
     case!(overwrite);
     case!(delete);
     case!(zero_ttl_stores_nothing);
+    case!(responses_not_to_store_are_not_stored);
     case!(concurrent_distinct_keys);
     case!(concurrent_same_key);
     case!(hostile_keys);
