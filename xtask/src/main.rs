@@ -268,7 +268,6 @@ fn soak(args: &[String]) -> TaskResult {
             "--test",
             "model",
             "--",
-            "--ignored",
             "--exact",
             "soak",
             "--nocapture",
