@@ -23,6 +23,31 @@ fn chaos(inner: Arc<MemoryCache>) -> Arc<ChaosTier> {
     Arc::new(ChaosTier::new("chaos", inner))
 }
 
+/// A stack of `fast` over `slow`, with the defaults.
+async fn stack_of(fast: Arc<dyn CacheManager>, slow: Arc<dyn CacheManager>) -> TieredCache {
+    TieredCache::builder()
+        .tier(Tier::new(fast))
+        .tier(Tier::new(slow))
+        .build()
+        .await
+        .unwrap()
+}
+
+/// One instance on `hub`: `local` over the `shared` tier.
+async fn on_bus(
+    hub: &InProcessHub,
+    local: Arc<dyn CacheManager>,
+    shared: Arc<dyn CacheManager>,
+) -> TieredCache {
+    TieredCache::builder()
+        .tier(Tier::new(local))
+        .tier(Tier::new(shared).shared())
+        .with_bus(Arc::new(hub.bus()))
+        .build()
+        .await
+        .unwrap()
+}
+
 async fn put(
     stack: &dyn CacheManager,
     key: &str,
@@ -90,12 +115,7 @@ async fn a_tier_that_refuses_a_put_ends_up_without_the_key() {
 async fn a_tier_that_fails_a_put_and_its_removal_makes_the_put_fail() {
     let (l1, l2) = (memory(), memory());
     let flaky = chaos(l2.clone());
-    let stack = TieredCache::builder()
-        .tier(Tier::new(l1.clone()))
-        .tier(Tier::new(flaky.clone()))
-        .build()
-        .await
-        .unwrap();
+    let stack = stack_of(l1.clone(), flaky.clone()).await;
     put(&stack, "k", "v1", ttl(100)).await.unwrap();
     flaky.fail_next(Operation::Put, Some("k"), ErrorKind::Timeout);
     flaky.fail_next(Operation::Delete, Some("k"), ErrorKind::Unavailable);
@@ -119,12 +139,7 @@ async fn a_tier_that_fails_a_put_and_its_removal_makes_the_put_fail() {
 async fn a_promotion_racing_delete_tag_does_not_bring_the_entry_back() {
     let (l1, l2) = (memory(), memory());
     let slow = chaos(l2.clone());
-    let stack = TieredCache::builder()
-        .tier(Tier::new(l1.clone()))
-        .tier(Tier::new(slow.clone()))
-        .build()
-        .await
-        .unwrap();
+    let stack = stack_of(l1.clone(), slow.clone()).await;
     put(l2.as_ref(), "k", "tagged", ttl(100).with_tags(["t"]))
         .await
         .unwrap();
@@ -156,12 +171,7 @@ async fn a_promotion_racing_delete_tag_does_not_bring_the_entry_back() {
 async fn a_promotion_inside_a_slow_delete_does_not_bring_the_entry_back() {
     let (l1, l2) = (memory(), memory());
     let slow = chaos(l2.clone());
-    let stack = TieredCache::builder()
-        .tier(Tier::new(l1.clone()))
-        .tier(Tier::new(slow.clone()))
-        .build()
-        .await
-        .unwrap();
+    let stack = stack_of(l1.clone(), slow.clone()).await;
     put(l2.as_ref(), "k", "old", ttl(100)).await.unwrap();
     // The delete has removed L1's copy (there was none) and waits to reach L2 (a disk
     // delete queued on the blocking pool).
@@ -189,20 +199,8 @@ async fn a_dropped_put_finishes_and_is_published() {
     let shared = memory();
     let slow_shared = chaos(shared.clone());
     let (a_local, b_local) = (memory(), memory());
-    let a = TieredCache::builder()
-        .tier(Tier::new(a_local.clone()))
-        .tier(Tier::new(slow_shared.clone()).shared())
-        .with_bus(Arc::new(hub.bus()))
-        .build()
-        .await
-        .unwrap();
-    let b = TieredCache::builder()
-        .tier(Tier::new(b_local.clone()))
-        .tier(Tier::new(shared.clone()).shared())
-        .with_bus(Arc::new(hub.bus()))
-        .build()
-        .await
-        .unwrap();
+    let a = on_bus(&hub, a_local.clone(), slow_shared.clone()).await;
+    let b = on_bus(&hub, b_local.clone(), shared.clone()).await;
     put(shared.as_ref(), "k", "v1", ttl(100)).await.unwrap();
     assert_eq!(body_of(&b, "k").await.as_deref(), Some(&b"v1"[..]));
     assert!(
@@ -241,20 +239,8 @@ async fn a_dropped_delete_finishes_and_is_published() {
     let shared = memory();
     let slow_shared = chaos(shared.clone());
     let b_local = memory();
-    let a = TieredCache::builder()
-        .tier(Tier::new(memory()))
-        .tier(Tier::new(slow_shared.clone()).shared())
-        .with_bus(Arc::new(hub.bus()))
-        .build()
-        .await
-        .unwrap();
-    let b = TieredCache::builder()
-        .tier(Tier::new(b_local.clone()))
-        .tier(Tier::new(shared.clone()).shared())
-        .with_bus(Arc::new(hub.bus()))
-        .build()
-        .await
-        .unwrap();
+    let a = on_bus(&hub, memory(), slow_shared.clone()).await;
+    let b = on_bus(&hub, b_local.clone(), shared.clone()).await;
     put(shared.as_ref(), "k", "v1", ttl(100)).await.unwrap();
     assert!(b.get("k").await.unwrap().is_some());
     let gate = slow_shared.hold_next(Operation::Delete, Some("k"), Point::Before);
@@ -298,13 +284,7 @@ async fn a_promoted_copy_lives_its_own_share_of_the_ttl() {
 async fn a_bus_delete_tag_clears_a_local_tier_without_tags() {
     let hub = InProcessHub::new(64);
     let shared = memory();
-    let a = TieredCache::builder()
-        .tier(Tier::new(memory()))
-        .tier(Tier::new(shared.clone()).shared())
-        .with_bus(Arc::new(hub.bus()))
-        .build()
-        .await
-        .unwrap();
+    let a = on_bus(&hub, memory(), shared.clone()).await;
     let no_tags = Capabilities::none().with_delete_pattern().with_clear();
     let b_local = memory();
     let b = TieredCache::builder()
@@ -520,12 +500,7 @@ async fn a_dropped_put_stream_whose_body_ended_reaches_every_tier() {
 async fn a_caller_after_a_delete_does_not_join_a_fetch_that_read_before_it() {
     let (l1, l2) = (memory(), memory());
     let slow = chaos(l2.clone());
-    let stack = TieredCache::builder()
-        .tier(Tier::new(l1.clone()))
-        .tier(Tier::new(slow.clone()))
-        .build()
-        .await
-        .unwrap();
+    let stack = stack_of(l1.clone(), slow.clone()).await;
     put(l2.as_ref(), "k", "old", ttl(100)).await.unwrap();
     // The first caller's own look misses (L2 fails once); its fill looks again, reads the
     // old entry and is held there with it.

@@ -17,7 +17,8 @@
 //!   then the bus event has been applied). A dropped write counts as done at the next
 //!   quiescence point.
 //! - no tier holds a copy for longer than its share of the entry's TTL;
-//! - the statistics and the in-flight table are exact.
+//! - the statistics and the in-flight table are exact (for hits and misses, within the
+//!   exact range that dropped gets leave open).
 //!
 //! `CACHE_MODEL_SEED=N` (with `CACHE_MODEL_STEPS=M` for a soak seed) replays one seed.
 //! The `soak` test draws new seeds for `CACHE_SOAK_SECONDS` (default 10 s, so every
