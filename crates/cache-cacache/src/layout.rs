@@ -53,10 +53,3 @@ pub(crate) fn index_root(dir: &Path) -> PathBuf {
     dir.join("index-v5")
 }
 
-/// Removes a file, treating "already gone" as done.
-pub(crate) fn remove_file_if_present(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
-        _ => Ok(()),
-    }
-}

@@ -61,8 +61,14 @@
 
 mod backend;
 mod config;
+mod core;
 mod index;
 mod layout;
+mod raw;
 
-pub use backend::{CacacheCache, RawAccess, SweepReport, SweeperHandle};
+pub use backend::CacacheCache;
+pub use cache_kit::SweeperHandle;
 pub use config::CacacheConfig;
+pub use raw::RawAccess;
+
+pub use crate::core::SweepReport;
