@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use cache_core::{BoxError, CachePolicy, PutOptions, ResponseHead, StreamingCacheManager};
-use cache_streaming::{StreamingConfig, StreamingStore};
+use cache_streaming::{StreamingConfig, StreamingCache};
 use http::{HeaderValue, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
@@ -105,7 +105,7 @@ async fn main() -> Result<(), BoxError> {
     };
     let body_len = mib * 1024 * 1024;
     let dir = tempfile::tempdir()?;
-    let store = StreamingStore::open(
+    let store = StreamingCache::open(
         StreamingConfig::new(dir.path()).with_capacity_bytes(2 * body_len + (64 << 20)),
     )
     .await?;

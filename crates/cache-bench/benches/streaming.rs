@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use cache_bench::{policy_for, response};
 use cache_core::{BoxBody, BoxError, PutOptions, StreamingCacheManager, body};
-use cache_streaming::{ReadVerification, StreamingConfig, StreamingStore};
+use cache_streaming::{ReadVerification, StreamingConfig, StreamingCache};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use sha2::{Digest, Sha256};
 
@@ -45,7 +45,7 @@ fn streaming_benches(c: &mut Criterion) {
     let rt = runtime();
     let root = tempfile::tempdir().expect("tempdir");
     let open = |name: &str, verification: ReadVerification| {
-        rt.block_on(StreamingStore::open(
+        rt.block_on(StreamingCache::open(
             StreamingConfig::new(root.path().join(name))
                 .with_capacity_bytes(1 << 32)
                 .with_read_verification(verification),
@@ -136,7 +136,7 @@ fn streaming_benches(c: &mut Criterion) {
         .expect("put_stream");
     }
     std::fs::write(&raw_path, &stored).expect("raw file");
-    let read_all = |store: Arc<StreamingStore>| async move {
+    let read_all = |store: Arc<StreamingCache>| async move {
         let mut entry = store
             .get_stream("large")
             .await

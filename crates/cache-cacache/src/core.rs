@@ -7,13 +7,13 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use cacache::{Integrity, Value, WriteOpts};
 use cache_core::{
     CacheEntry, CachePolicy, CachedResponse, Error, ErrorKind, KeyPattern, PutOptions, Result,
     StatsCounters, TtlPolicy, codec,
 };
 use cache_kit::files::{files_under, remove_dir_all_if_present, remove_file_if_present};
 use cache_kit::{KeyLocks, lock};
-use cacache::{Integrity, Value, WriteOpts};
 
 use crate::config::CacacheConfig;
 use crate::index::{Index, IndexEntry, MAX_BUCKET_LINES, accounted_bytes, referenced_content};
@@ -386,7 +386,8 @@ impl Inner {
             index_root(&self.dir),
             self.dir.join("tmp"),
         ] {
-            remove_dir_all_if_present(&root).map_err(|error| io_error(error, "cannot remove", &root))?;
+            remove_dir_all_if_present(&root)
+                .map_err(|error| io_error(error, "cannot remove", &root))?;
         }
         Ok(removed)
     }

@@ -7,8 +7,8 @@
 use std::collections::HashSet;
 use std::time::SystemTime;
 
-use cache_kit::{IndexedEntry, LruIndex};
 use cacache::Integrity;
+use cache_kit::{IndexedEntry, LruIndex};
 
 /// The bytes an entry's index line and bucket take beyond its key, counted against the
 /// capacity with its content (a line holds two hashes, the integrity, times, size, expiry

@@ -52,4 +52,3 @@ pub(crate) fn content_root(dir: &Path) -> PathBuf {
 pub(crate) fn index_root(dir: &Path) -> PathBuf {
     dir.join("index-v5")
 }
-

@@ -149,7 +149,10 @@ mod tests {
     fn lock_all_holds_every_stripe() {
         let locks = KeyLocks::with_state(3, |index| index);
         let mut all = locks.lock_all();
-        assert_eq!(all.iter().map(|state| **state).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(
+            all.iter().map(|state| **state).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
         *all.stripe_mut(1) = 7;
         drop(all);
         assert_eq!(*locks.lock_stripe(1), 7);

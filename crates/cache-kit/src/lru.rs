@@ -294,7 +294,10 @@ mod tests {
         index.insert("k".into(), entry(10, &[]));
         assert_eq!(index.remove_if("k", |found| found.len == 11), None);
         assert!(index.contains("k"));
-        assert_eq!(index.remove_if("k", |found| found.len == 10).map(|e| e.len), Some(10));
+        assert_eq!(
+            index.remove_if("k", |found| found.len == 10).map(|e| e.len),
+            Some(10)
+        );
         assert_eq!(index.remove_if("missing", |_| true), None);
     }
 
@@ -306,7 +309,10 @@ mod tests {
         index.insert("old".into(), old);
         index.insert("new".into(), entry(1, &["t"]));
         assert_eq!(index.expired_keys(SystemTime::now()), ["old"]);
-        let mut drained = keys(&index.drain()).into_iter().map(str::to_owned).collect::<Vec<_>>();
+        let mut drained = keys(&index.drain())
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
         drained.sort();
         assert_eq!(drained, ["new", "old"]);
         assert_eq!((index.len(), index.total_bytes()), (0, 0));

@@ -19,7 +19,7 @@ pub enum ReadVerification {
     Sha256,
 }
 
-/// Configuration of a [`StreamingStore`](crate::StreamingStore).
+/// Configuration of a [`StreamingCache`](crate::StreamingCache).
 ///
 /// ```
 /// use cache_streaming::{ReadVerification, StreamingConfig};

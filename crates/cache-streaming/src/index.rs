@@ -1,11 +1,14 @@
-//! The in-memory index: key to body, expiry, tags and recency; body to reference count.
+//! The in-memory index: key to body, expiry, tags and recency (`cache-kit`'s
+//! [`LruIndex`]); body to reference count.
 //!
 //! It is rebuilt from the metadata files at open, so the reference counts are recounted
 //! from what is on disk after every restart or crash: there is no stored count a crash
 //! could leave wrong.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::SystemTime;
+
+use cache_kit::{IndexedEntry, LruIndex};
 
 use crate::layout::{BodyDigest, BodyFacts};
 
@@ -18,7 +21,6 @@ pub(crate) struct IndexEntry {
     pub(crate) metadata_len: u64,
     pub(crate) expires_at: SystemTime,
     pub(crate) tags: Vec<String>,
-    recency: u64,
 }
 
 impl IndexEntry {
@@ -33,11 +35,21 @@ impl IndexEntry {
             metadata_len,
             expires_at,
             tags,
-            recency: 0,
         }
     }
+}
 
-    fn accounted_bytes(&self) -> u64 {
+impl IndexedEntry for IndexEntry {
+    fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+
+    fn tags(&self) -> &[String] {
+        &self.tags
+    }
+
+    /// The metadata file and overhead; the body is counted once, in the body table.
+    fn accounted_bytes(&self, _key: &str) -> u64 {
         self.metadata_len + ENTRY_OVERHEAD
     }
 }
@@ -58,14 +70,13 @@ pub(crate) struct Released {
     pub(crate) unreferenced_bodies: Vec<BodyDigest>,
 }
 
+/// The entries (recency, tags and their metadata bytes, from `cache-kit`) and the bodies
+/// they reference, each body counted once however many entries use it.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    entries: HashMap<String, IndexEntry>,
+    entries: LruIndex<IndexEntry>,
     bodies: HashMap<BodyDigest, BodyRecord>,
-    by_recency: BTreeMap<u64, String>,
-    tagged: HashMap<String, HashSet<String>>,
-    next_recency: u64,
-    total_bytes: u64,
+    body_bytes: u64,
 }
 
 impl Index {
@@ -86,7 +97,7 @@ impl Index {
                         references: 1,
                     },
                 );
-                self.total_bytes += body.len;
+                self.body_bytes += body.len;
                 false
             }
         }
@@ -97,7 +108,7 @@ impl Index {
         if let Some(record) = self.bodies.get_mut(digest) {
             record.references -= 1;
             if record.references == 0 {
-                self.total_bytes -= record.len;
+                self.body_bytes -= record.len;
                 self.bodies.remove(digest);
                 released.unreferenced_bodies.push(*digest);
             }
@@ -110,17 +121,15 @@ impl Index {
 
     /// The entry under `key`, marked as the most recently used.
     pub(crate) fn touch(&mut self, key: &str) -> Option<&IndexEntry> {
-        let recency = self.next_recency;
-        let entry = self.entries.get_mut(key)?;
-        self.by_recency.remove(&entry.recency);
-        entry.recency = recency;
-        self.by_recency.insert(recency, key.to_owned());
-        self.next_recency += 1;
-        Some(entry)
+        self.entries.touch(key)
     }
 
     pub(crate) fn peek(&self, key: &str) -> Option<&IndexEntry> {
-        self.entries.get(key)
+        self.entries.peek(key)
+    }
+
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        self.entries.contains(key)
     }
 
     /// Inserts `entry` (whose body reference the caller acquired) as the most recently
@@ -130,22 +139,13 @@ impl Index {
     pub(crate) fn insert(
         &mut self,
         key: String,
-        mut entry: IndexEntry,
+        entry: IndexEntry,
         capacity_bytes: u64,
         released: &mut Released,
     ) -> Vec<String> {
-        self.remove(&key, released);
-        entry.recency = self.next_recency;
-        self.next_recency += 1;
-        self.total_bytes += entry.accounted_bytes();
-        for tag in &entry.tags {
-            self.tagged
-                .entry(tag.clone())
-                .or_default()
-                .insert(key.clone());
+        if let Some(replaced) = self.entries.insert(key.clone(), entry) {
+            self.release_body(&replaced.body.digest, released);
         }
-        self.by_recency.insert(entry.recency, key.clone());
-        self.entries.insert(key.clone(), entry);
         self.evict_to(capacity_bytes, Some(&key), released)
     }
 
@@ -157,46 +157,28 @@ impl Index {
         released: &mut Released,
     ) -> Vec<String> {
         let mut evicted = Vec::new();
-        while self.total_bytes > capacity_bytes {
-            let Some(oldest) = self
-                .by_recency
-                .values()
-                .find(|key| Some(key.as_str()) != keep)
-                .cloned()
-            else {
+        while self.total_bytes() > capacity_bytes {
+            let Some((victim, entry)) = self.entries.pop_least_recent_except(keep) else {
                 break;
             };
-            self.remove(&oldest, released);
-            evicted.push(oldest);
+            self.release_body(&entry.body.digest, released);
+            evicted.push(victim);
         }
         evicted
     }
 
     pub(crate) fn remove(&mut self, key: &str, released: &mut Released) -> Option<IndexEntry> {
         let entry = self.entries.remove(key)?;
-        self.by_recency.remove(&entry.recency);
-        self.total_bytes -= entry.accounted_bytes();
-        for tag in &entry.tags {
-            if let Some(keys) = self.tagged.get_mut(tag) {
-                keys.remove(key);
-                if keys.is_empty() {
-                    self.tagged.remove(tag);
-                }
-            }
-        }
         self.release_body(&entry.body.digest, released);
         Some(entry)
     }
 
     pub(crate) fn keys_tagged(&self, tag: &str) -> Vec<String> {
-        self.tagged
-            .get(tag)
-            .map(|keys| keys.iter().cloned().collect())
-            .unwrap_or_default()
+        self.entries.keys_tagged(tag)
     }
 
-    pub(crate) fn keys(&self) -> impl Iterator<Item = &String> {
-        self.entries.keys()
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &IndexEntry)> {
+        self.entries.iter()
     }
 
     pub(crate) fn keys_using(&self, digest: &BodyDigest) -> Vec<String> {
@@ -208,15 +190,13 @@ impl Index {
     }
 
     pub(crate) fn expired_keys(&self, now: SystemTime) -> Vec<String> {
-        self.entries
-            .iter()
-            .filter(|(_, entry)| entry.expires_at <= now)
-            .map(|(key, _)| key.clone())
-            .collect()
+        self.entries.expired_keys(now)
     }
 
+    /// The bytes counted against the capacity: every entry's metadata and overhead, and
+    /// every distinct body once.
     pub(crate) fn total_bytes(&self) -> u64 {
-        self.total_bytes
+        self.entries.total_bytes() + self.body_bytes
     }
 
     pub(crate) fn body_count(&self) -> usize {

@@ -185,27 +185,6 @@ fn read_array<const N: usize>(bytes: &[u8], offset: usize) -> [u8; N] {
     array
 }
 
-/// Removes a file, treating "already gone" as done.
-pub(crate) fn remove_file_if_present(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
-        _ => Ok(()),
-    }
-}
-
-/// Renames `from` to `to`, creating `to`'s directory when it is missing.
-pub(crate) fn rename_into_place(from: &Path, to: &Path) -> std::io::Result<()> {
-    match std::fs::rename(from, to) {
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(parent) = to.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::rename(from, to)
-        }
-        other => other,
-    }
-}
-
 /// The regular files two levels below `dir` (`dir/<fan-out>/<file>`), with their names.
 pub(crate) fn fanned_out_files(dir: &Path) -> std::io::Result<Vec<(PathBuf, String)>> {
     let mut files = Vec::new();

@@ -12,9 +12,9 @@
 //! ```no_run
 //! # async fn example(upstream: cache_core::BoxBody) -> cache_core::Result<()> {
 //! use cache_core::{CachePolicy, PutOptions, ResponseHead, StreamingCacheManager, body};
-//! use cache_streaming::{StreamingConfig, StreamingStore};
+//! use cache_streaming::{StreamingConfig, StreamingCache};
 //!
-//! let store = StreamingStore::open(
+//! let store = StreamingCache::open(
 //!     StreamingConfig::new("/var/cache/my-service/bodies").with_capacity_bytes(20 << 30),
 //! )
 //! .await?;
@@ -60,7 +60,7 @@
 //! - **Deduplication with safe references**: a body is removed only when the last entry
 //!   using it goes (overwrite, delete, expiry, eviction). The reference counts are
 //!   recounted from the metadata files at every open, so a crash cannot leave them wrong;
-//!   the sweep at open (and [`StreamingStore::sweep`]) removes bodies nothing references
+//!   the sweep at open (and [`StreamingCache::sweep`]) removes bodies nothing references
 //!   and stale temporary files.
 //! - **Verified reads**: a streamed body yields its last chunk only after the whole body
 //!   matched its checksum ([`ReadVerification`]); a mismatch or a truncated file ends the
@@ -88,14 +88,24 @@
 //! | [`StreamingConfig::with_durable_writes`] | `false` (no `fsync`) |
 //! | [`StreamingConfig::with_read_verification`] | [`ReadVerification::Checksum`] (xxh3-64) |
 
+mod backend;
+mod commit;
 mod config;
+mod core;
 mod index;
 mod layout;
+mod lookup;
+mod put;
+mod raw;
 mod read;
-mod store;
 mod write;
 
+pub use backend::StreamingCache;
+pub use cache_kit::SweeperHandle;
 pub use config::{ReadVerification, StreamingConfig};
-pub use store::{PutHandle, RawAccess, StreamingStore, SweepReport, SweeperHandle};
+pub use put::PutHandle;
+pub use raw::RawAccess;
+
+pub use crate::core::SweepReport;
 
 const NAME: &str = "streaming";

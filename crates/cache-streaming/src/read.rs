@@ -9,6 +9,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use cache_core::{BoxError, Error, ErrorKind};
+use cache_kit::lock;
 use http_body::{Body, Frame, SizeHint};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -17,7 +18,6 @@ use twox_hash::XxHash3_64 as Xxh3;
 
 use crate::config::ReadVerification;
 use crate::layout::BodyFacts;
-use crate::write::lock;
 
 /// Chunks the reader may have read before the consumer takes them. Few: the buffers a
 /// stream cycles through should stay in the reader's core cache. Measured on the 2-core

@@ -14,7 +14,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use twox_hash::XxHash3_64 as Xxh3;
 
-use crate::layout::{BodyFacts, Layout, remove_file_if_present};
+use cache_kit::files::remove_file_if_present;
+use cache_kit::lock;
+
+use crate::layout::{BodyFacts, Layout};
 
 pub(crate) fn io_error(error: impl Into<cache_core::BoxError>, what: &str, path: &Path) -> Error {
     Error::new(
@@ -23,14 +26,6 @@ pub(crate) fn io_error(error: impl Into<cache_core::BoxError>, what: &str, path:
         format!("{what} {}", path.display()),
     )
     .with_source(error)
-}
-
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section leaves its data consistent, so a panic elsewhere while the
-    // lock was held does not make it unusable.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The temporary files being written now, which a sweep must leave alone.

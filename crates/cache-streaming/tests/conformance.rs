@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use cache_core::testkit::{RawStorageFns, Suite, run_all};
-use cache_streaming::{ReadVerification, StreamingConfig, StreamingStore};
+use cache_streaming::{ReadVerification, StreamingCache, StreamingConfig};
 
 async fn run_suite(verification: ReadVerification) {
     let dir = tempfile::tempdir().unwrap();
-    let store = StreamingStore::open(
+    let store = StreamingCache::open(
         StreamingConfig::new(dir.path())
             .with_capacity_bytes(512 * 1024 * 1024)
             .with_read_verification(verification),

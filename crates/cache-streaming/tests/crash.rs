@@ -12,7 +12,7 @@ use bytes::Bytes;
 use cache_core::testkit::crash::{files_below, kill_writer_mid_write};
 use cache_core::testkit::fixtures::{policy, response};
 use cache_core::{BoxError, CacheManager, PutOptions, StreamingCacheManager, body};
-use cache_streaming::{StreamingConfig, StreamingStore, SweepReport};
+use cache_streaming::{StreamingCache, StreamingConfig, SweepReport};
 use http::HeaderValue;
 use libtest_mimic::{Arguments, Trial};
 
@@ -28,13 +28,13 @@ fn crash_body(sequence: u64) -> Vec<u8> {
         .collect()
 }
 
-async fn open(dir: &Path) -> StreamingStore {
-    StreamingStore::open(StreamingConfig::new(dir).with_capacity_bytes(64 * 1024 * 1024))
+async fn open(dir: &Path) -> StreamingCache {
+    StreamingCache::open(StreamingConfig::new(dir).with_capacity_bytes(64 * 1024 * 1024))
         .await
         .expect("open")
 }
 
-async fn write_until_killed(store: StreamingStore) {
+async fn write_until_killed(store: StreamingCache) {
     let mut lanes = tokio::task::JoinSet::new();
     for lane in 0..4u64 {
         let store = store.clone();

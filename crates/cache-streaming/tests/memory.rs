@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use cache_core::testkit::fixtures::{policy, response};
 use cache_core::{BoxError, PutOptions, StreamingCacheManager};
-use cache_streaming::{StreamingConfig, StreamingStore};
+use cache_streaming::{StreamingCache, StreamingConfig};
 use http::HeaderValue;
 use http_body::{Body, Frame, SizeHint};
 use libtest_mimic::{Arguments, Trial};
@@ -73,7 +73,7 @@ fn child(dir: &str) {
         .expect("runtime");
     runtime.block_on(async {
         let store =
-            StreamingStore::open(StreamingConfig::new(dir).with_capacity_bytes(2 * BODY_BYTES))
+            StreamingCache::open(StreamingConfig::new(dir).with_capacity_bytes(2 * BODY_BYTES))
                 .await
                 .expect("open");
         let block: Vec<u8> = (0..CHUNK_BYTES).map(|i| (i * 31 % 251) as u8).collect();

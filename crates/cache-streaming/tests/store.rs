@@ -11,7 +11,7 @@ use cache_core::{
     BoxBody, BoxError, CacheManager, ErrorKind, PutOptions, ResponseHead, StreamingCacheManager,
     body,
 };
-use cache_streaming::{ReadVerification, StreamingConfig, StreamingStore, SweepReport};
+use cache_streaming::{ReadVerification, StreamingCache, StreamingConfig, SweepReport};
 use http::HeaderValue;
 
 const URL: &str = "https://bodies.example/file";
@@ -20,8 +20,8 @@ fn hour() -> PutOptions {
     PutOptions::new().with_ttl(Duration::from_secs(3600))
 }
 
-async fn open(dir: &Path, capacity_bytes: u64) -> StreamingStore {
-    StreamingStore::open(StreamingConfig::new(dir).with_capacity_bytes(capacity_bytes))
+async fn open(dir: &Path, capacity_bytes: u64) -> StreamingCache {
+    StreamingCache::open(StreamingConfig::new(dir).with_capacity_bytes(capacity_bytes))
         .await
         .expect("open")
 }
@@ -39,7 +39,7 @@ fn chunked(bytes: &Bytes) -> BoxBody {
     body::from_chunks(chunks)
 }
 
-async fn put_streamed(store: &StreamingStore, key: &str, bytes: &Bytes) {
+async fn put_streamed(store: &StreamingCache, key: &str, bytes: &Bytes) {
     let stored = store
         .put_stream(
             key,
@@ -53,7 +53,7 @@ async fn put_streamed(store: &StreamingStore, key: &str, bytes: &Bytes) {
     assert_eq!(stored.len, bytes.len() as u64);
 }
 
-async fn streamed_body(store: &StreamingStore, key: &str) -> Option<Bytes> {
+async fn streamed_body(store: &StreamingCache, key: &str) -> Option<Bytes> {
     let entry = store.get_stream(key).await.expect("get_stream")?;
     Some(
         body::collect(entry.body, usize::MAX)
@@ -248,7 +248,7 @@ async fn a_flipped_body_byte_ends_the_stream_with_an_error_and_removes_the_entri
         (ReadVerification::Sha256, 700_000),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let store = StreamingStore::open(
+        let store = StreamingCache::open(
             StreamingConfig::new(dir.path()).with_read_verification(verification),
         )
         .await
@@ -579,7 +579,7 @@ async fn a_body_larger_than_the_capacity_is_refused_without_an_entry() {
 #[tokio::test]
 async fn durable_writes_store_the_same_entries() {
     let dir = tempfile::tempdir().unwrap();
-    let store = StreamingStore::open(StreamingConfig::new(dir.path()).with_durable_writes(true))
+    let store = StreamingCache::open(StreamingConfig::new(dir.path()).with_durable_writes(true))
         .await
         .unwrap();
     let bytes = random_bytes(2 * 1024 * 1024);

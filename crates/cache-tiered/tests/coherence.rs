@@ -397,7 +397,7 @@ async fn a_hanging_fetch_times_out_and_frees_its_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buffered_get_of_a_huge_streamed_body_is_too_large() {
     let dir = tempfile::tempdir().unwrap();
-    let store = cache_streaming::StreamingStore::open(
+    let store = cache_streaming::StreamingCache::open(
         cache_streaming::StreamingConfig::new(dir.path()).with_capacity_bytes(1 << 30),
     )
     .await
@@ -452,7 +452,7 @@ async fn a_buffered_get_of_a_huge_streamed_body_is_too_large() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_put_stream_whose_body_ended_reaches_every_tier() {
     let dir = tempfile::tempdir().unwrap();
-    let store = cache_streaming::StreamingStore::open(
+    let store = cache_streaming::StreamingCache::open(
         cache_streaming::StreamingConfig::new(dir.path()).with_capacity_bytes(1 << 30),
     )
     .await

@@ -242,7 +242,7 @@ async fn small_bodies_reach_memory_and_large_ones_stay_in_the_streaming_tier() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_over_the_content_addressed_store_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
-    let store = cache_streaming::StreamingStore::open(
+    let store = cache_streaming::StreamingCache::open(
         cache_streaming::StreamingConfig::new(dir.path()).with_capacity_bytes(1 << 30),
     )
     .await
