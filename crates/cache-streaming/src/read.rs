@@ -1,5 +1,6 @@
-//! Reading a body: one blocking reader per stream reads the file in chunks into reused
-//! buffers, a few chunks ahead of the consumer, and the chunks are verified as they go.
+//! Reading a body: a reader per stream reads the file in chunks into reused buffers, a
+//! few chunks ahead of the consumer, on a blocking thread it gives back whenever the
+//! consumer falls behind; the chunks are verified as they go.
 
 use std::hash::Hasher as _;
 use std::io::Read;
@@ -113,71 +114,98 @@ enum ReadResult {
     Failed(std::io::Error),
 }
 
-/// The blocking side of a stream: reads `facts.len` bytes in chunks and sends them until
-/// the body ends, a read fails or the consumer is gone. With a verifier, the reader checks
-/// the body itself (SHA-256, too slow to run on the executor); otherwise the consumer
-/// does (xxh3, in parallel with the next read).
-fn read_chunks(
-    mut file: std::fs::File,
+/// The blocking side of a stream: reads `facts.len` bytes in chunks and queues them for
+/// the consumer. It holds a blocking thread only while it reads: once the queue is full
+/// (the consumer is slower than the disk) it parks, handing itself back to the body,
+/// which starts it again on a blocking thread when the consumer has taken a chunk. So a
+/// stalled consumer holds a file and a few buffers, never a thread.
+///
+/// With a verifier, the reader checks the body itself (SHA-256, too slow to run on the
+/// executor); otherwise the consumer does (xxh3, in parallel with the next read).
+struct Reader {
+    file: std::fs::File,
     facts: BodyFacts,
     chunk_bytes: usize,
-    mut verifier: Option<Verifier>,
-    on_corrupt: &OnCorrupt,
-    chunks: &mpsc::Sender<ReadResult>,
-) {
-    let pool = Arc::new(BufferPool::default());
-    let mut remaining = facts.len;
-    while remaining > 0 {
-        let want = remaining.min(chunk_bytes as u64) as usize;
-        let mut buffer = pool.take(want);
-        if let Err(error) = file.read_exact(&mut buffer) {
-            let result = if error.kind() == std::io::ErrorKind::UnexpectedEof {
-                on_corrupt();
+    unread: u64,
+    verifier: Option<Verifier>,
+    on_corrupt: OnCorrupt,
+    pool: Arc<BufferPool>,
+    chunks: mpsc::Sender<ReadResult>,
+    /// A result read but not yet queued (the queue was full).
+    held: Option<ReadResult>,
+}
+
+impl Reader {
+    /// Reads and queues chunks until the body is read (`None`), the consumer is gone
+    /// (`None`), or the queue is full (`Some(self)`, to be started again).
+    fn run(mut self) -> Option<Self> {
+        loop {
+            if let Some(result) = self.held.take() {
+                match self.chunks.try_send(result) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(result)) => {
+                        self.held = Some(result);
+                        return Some(self);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return None,
+                }
+            }
+            if self.unread == 0 {
+                return None;
+            }
+            self.held = Some(self.read_chunk());
+        }
+    }
+
+    fn read_chunk(&mut self) -> ReadResult {
+        let want = self.unread.min(self.chunk_bytes as u64) as usize;
+        let mut buffer = self.pool.take(want);
+        if let Err(error) = self.file.read_exact(&mut buffer) {
+            // Nothing after a failure: the stream ends with it.
+            self.unread = 0;
+            return if error.kind() == std::io::ErrorKind::UnexpectedEof {
+                (self.on_corrupt)();
                 ReadResult::Corrupt("the body file is shorter than its entry says")
             } else {
                 ReadResult::Failed(error)
             };
-            let _ = chunks.blocking_send(result);
-            return;
         }
-        remaining -= want as u64;
-        if let Some(reader_verifier) = verifier.as_mut() {
-            reader_verifier.update(&buffer);
-            if remaining == 0
-                && !verifier
+        self.unread -= want as u64;
+        if let Some(verifier) = self.verifier.as_mut() {
+            verifier.update(&buffer);
+            if self.unread == 0
+                && !self
+                    .verifier
                     .take()
-                    .is_some_and(|verifier| verifier.matches(&facts))
+                    .is_some_and(|verifier| verifier.matches(&self.facts))
             {
-                on_corrupt();
-                let _ = chunks
-                    .blocking_send(ReadResult::Corrupt("the body does not match its checksum"));
-                return;
+                (self.on_corrupt)();
+                return ReadResult::Corrupt("the body does not match its checksum");
             }
         }
-        let chunk = Bytes::from_owner(PooledChunk {
+        ReadResult::Chunk(Bytes::from_owner(PooledChunk {
             buffer,
-            pool: Arc::clone(&pool),
-        });
-        if chunks.blocking_send(ReadResult::Chunk(chunk)).is_err() {
-            // The consumer dropped the body.
-            return;
-        }
+            pool: Arc::clone(&self.pool),
+        }))
     }
 }
 
-/// Everything the reader needs, until the first poll starts it.
-struct PendingRead {
-    file: std::fs::File,
-    chunk_bytes: usize,
-    reader_verifier: Option<Verifier>,
+/// Where the reader is.
+enum ReaderState {
+    /// Not started yet, or parked with a full queue.
+    Parked(Box<Reader>),
+    /// Reading on a blocking thread; hands itself back when it parks.
+    Running(JoinHandle<Option<Reader>>),
+    /// Done: the whole body is queued, or the stream failed or was dropped.
+    Done,
 }
 
 /// A stored body, read in chunks of a bounded size. The last chunk is only yielded once
 /// the whole body matched its checksum; otherwise the body ends with an error (and the
 /// entries using the body are removed before that error is yielded).
 pub(crate) struct FileBody {
-    pending: Option<PendingRead>,
-    chunks: Option<mpsc::Receiver<ReadResult>>,
+    reader: ReaderState,
+    chunks: mpsc::Receiver<ReadResult>,
     /// The consumer-side verifier (xxh3), when the reader does not verify.
     verifier: Option<Verifier>,
     /// The removal of a body found corrupt on this side, awaited before the error.
@@ -201,13 +229,21 @@ impl FileBody {
             Verifier::Sha256(_) => (Some(verifier), None),
             Verifier::Checksum(_) => (None, Some(verifier)),
         };
+        let (sender, receiver) = mpsc::channel(READ_AHEAD_CHUNKS);
+        let reader = Reader {
+            file,
+            facts,
+            chunk_bytes,
+            unread: facts.len,
+            verifier: reader_verifier,
+            on_corrupt: Arc::clone(&on_corrupt),
+            pool: Arc::new(BufferPool::default()),
+            chunks: sender,
+            held: None,
+        };
         Self {
-            pending: Some(PendingRead {
-                file,
-                chunk_bytes,
-                reader_verifier,
-            }),
-            chunks: None,
+            reader: ReaderState::Parked(Box::new(reader)),
+            chunks: receiver,
             verifier,
             removing: None,
             facts,
@@ -217,28 +253,33 @@ impl FileBody {
         }
     }
 
-    fn start_reader(&mut self) {
-        if let Some(pending) = self.pending.take() {
-            let (sender, receiver) = mpsc::channel(READ_AHEAD_CHUNKS);
-            let (facts, on_corrupt) = (self.facts, Arc::clone(&self.on_corrupt));
-            // The reader ends by itself when the body is read or the receiver is dropped.
-            drop(tokio::task::spawn_blocking(move || {
-                read_chunks(
-                    pending.file,
-                    facts,
-                    pending.chunk_bytes,
-                    pending.reader_verifier,
-                    &on_corrupt,
-                    &sender,
-                );
-            }));
-            self.chunks = Some(receiver);
+    /// Collects a reader that parked, and starts a parked reader again while the queue
+    /// has room.
+    fn drive_reader(&mut self, cx: &mut Context<'_>) {
+        if let ReaderState::Running(task) = &mut self.reader {
+            if let Poll::Ready(parked) = Pin::new(task).poll(cx) {
+                self.reader = match parked {
+                    Ok(Some(reader)) => ReaderState::Parked(Box::new(reader)),
+                    // Done, or the blocking task panicked: the queue's sender is gone
+                    // either way, and the consumer sees the end or the early stop.
+                    Ok(None) | Err(_) => ReaderState::Done,
+                };
+            }
+        }
+        if matches!(self.reader, ReaderState::Parked(_)) && self.chunks.capacity() > 0 {
+            let ReaderState::Parked(reader) =
+                std::mem::replace(&mut self.reader, ReaderState::Done)
+            else {
+                return;
+            };
+            self.reader = ReaderState::Running(tokio::task::spawn_blocking(move || reader.run()));
         }
     }
 
     fn fail(&mut self, error: Error) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.finished = true;
-        self.chunks = None;
+        self.chunks.close();
+        self.reader = ReaderState::Done;
         Poll::Ready(Some(Err(Box::new(error))))
     }
 }
@@ -269,12 +310,11 @@ impl Body for FileBody {
         if self.finished {
             return Poll::Ready(None);
         }
-        self.start_reader();
-        let Some(chunks) = self.chunks.as_mut() else {
-            self.finished = true;
-            return Poll::Ready(None);
-        };
-        let Some(result) = ready!(chunks.poll_recv(cx)) else {
+        self.drive_reader(cx);
+        let received = self.chunks.poll_recv(cx);
+        // A chunk taken makes room: the reader, if it parked, reads on meanwhile.
+        self.drive_reader(cx);
+        let Some(result) = ready!(received) else {
             return self.fail(Error::new(
                 ErrorKind::Backend,
                 crate::NAME,
@@ -297,7 +337,7 @@ impl Body for FileBody {
         }
         if self.remaining == 0 {
             self.finished = true;
-            self.chunks = None;
+            self.reader = ReaderState::Done;
             if let Some(verifier) = self.verifier.take() {
                 if !verifier.matches(&self.facts) {
                     // Removing the entries is file I/O: on the blocking pool, and the

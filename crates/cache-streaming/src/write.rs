@@ -1,5 +1,5 @@
 //! Writing a body: temporary files that clean up after themselves, and a writer that
-//! writes and hashes the bytes on two blocking threads while the next ones arrive.
+//! writes and hashes each batch on two blocking threads while the next one arrives.
 
 use std::collections::HashSet;
 use std::hash::Hasher as _;
@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use cache_core::{Error, ErrorKind, Result};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use twox_hash::XxHash3_64 as Xxh3;
 
@@ -138,39 +137,38 @@ impl BodyHasher {
     }
 }
 
-/// A writer thread's result: the file, still open, with the xxh3 of what it wrote.
-type WriterJoin = JoinHandle<std::io::Result<(std::fs::File, Xxh3)>>;
-
-/// The two blocking threads of a body too large for one batch.
-struct Pipeline {
-    to_writer: mpsc::Sender<Arc<[Bytes]>>,
-    to_hasher: mpsc::Sender<Arc<[Bytes]>>,
-    writer: WriterJoin,
+/// The write of one batch (with the xxh3 of what it wrote) and its SHA-256, running on
+/// two blocking threads at once.
+struct InFlight {
+    writer: JoinHandle<std::io::Result<(std::fs::File, Xxh3)>>,
     hasher: JoinHandle<(Sha256, u64)>,
 }
 
 /// Writes a body to a temporary file. Bytes are gathered into batches; a body that ends
-/// within its first batch is written and hashed in one blocking call. A longer one gets
-/// two blocking threads fed through short queues: one writes each batch and computes its
-/// xxh3 while the bytes are hot, the other computes SHA-256, so a put runs at the pace of
-/// the slower of the two and holds a few batches at most.
+/// within its first batch is written and hashed in one blocking call. A longer one has
+/// each full batch written (and its xxh3 computed while the bytes are hot) on one
+/// blocking thread and hashed with SHA-256 on another, while the next batch gathers, so
+/// a put runs at the pace of the slower of the two and holds two batches at most. A
+/// thread is held only while a batch is written: a slow upstream holds none.
 pub(crate) struct BodyWriter {
-    file: Option<std::fs::File>,
-    pipeline: Option<Pipeline>,
+    /// The file, the xxh3 and the SHA-256 so far, while no batch is in flight.
+    file: Option<(std::fs::File, Xxh3)>,
+    sha256: Option<(Sha256, u64)>,
+    in_flight: Option<InFlight>,
+    batches_sent: bool,
     pending: Vec<Bytes>,
     pending_len: usize,
     batch_bytes: usize,
     path: PathBuf,
 }
 
-/// Batches a thread of the pipeline may have queued before the producer waits.
-const QUEUED_BATCHES: usize = 2;
-
 impl BodyWriter {
     pub(crate) fn new(file: std::fs::File, path: &Path, batch_bytes: usize) -> Self {
         Self {
-            file: Some(file),
-            pipeline: None,
+            file: Some((file, Xxh3::new())),
+            sha256: Some((Sha256::new(), 0)),
+            in_flight: None,
+            batches_sent: false,
             pending: Vec::new(),
             pending_len: 0,
             batch_bytes,
@@ -178,8 +176,8 @@ impl BodyWriter {
         }
     }
 
-    /// Adds bytes; once a batch is full it is handed to the pipeline, waiting while the
-    /// pipeline's queues are full.
+    /// Adds bytes; once a batch is full it is handed to the blocking pool, after the
+    /// previous batch is written.
     pub(crate) async fn push(&mut self, chunk: Bytes) -> Result<()> {
         if chunk.is_empty() {
             return Ok(());
@@ -196,67 +194,73 @@ impl BodyWriter {
         if self.pending.is_empty() {
             return Ok(());
         }
-        if self.pipeline.is_none() {
-            let Some(file) = self.file.take() else {
-                return Err(self.lost());
-            };
-            self.pipeline = Some(start_pipeline(file));
-        }
+        self.join_in_flight().await?;
+        let (Some((mut file, mut xxh3)), Some((mut sha256, mut len))) =
+            (self.file.take(), self.sha256.take())
+        else {
+            return Err(self.lost());
+        };
         let batch: Arc<[Bytes]> = std::mem::take(&mut self.pending).into();
         self.pending_len = 0;
-        let Some(pipeline) = self.pipeline.as_ref() else {
-            return Err(self.lost());
-        };
-        let sent = match pipeline.to_writer.send(Arc::clone(&batch)).await {
-            Ok(()) => pipeline.to_hasher.send(batch).await.is_ok(),
-            Err(_) => false,
-        };
-        if sent {
-            Ok(())
-        } else {
-            // A thread stopped early: the writer's error says why.
-            Err(self
-                .join_pipeline()
-                .await
-                .err()
-                .unwrap_or_else(|| self.lost()))
-        }
+        self.batches_sent = true;
+        let hashed = Arc::clone(&batch);
+        let writer = tokio::task::spawn_blocking(move || {
+            write_chunks(&mut file, &batch)?;
+            for chunk in batch.iter() {
+                xxh3.write(chunk);
+            }
+            Ok((file, xxh3))
+        });
+        let hasher = tokio::task::spawn_blocking(move || {
+            for chunk in hashed.iter() {
+                sha256.update(chunk);
+                len += chunk.len() as u64;
+            }
+            (sha256, len)
+        });
+        self.in_flight = Some(InFlight { writer, hasher });
+        Ok(())
     }
 
-    async fn join_pipeline(&mut self) -> Result<(std::fs::File, BodyFacts)> {
-        let Some(pipeline) = self.pipeline.take() else {
-            return Err(self.lost());
+    /// Waits for the batch in flight, if any, and takes back the file and hashes.
+    async fn join_in_flight(&mut self) -> Result<()> {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(());
         };
-        drop(pipeline.to_writer);
-        drop(pipeline.to_hasher);
-        let written = pipeline
+        let written = in_flight
             .writer
             .await
             .map_err(|error| self.task_failed(error))?;
-        let (file, xxh3) = written.map_err(|error| io_error(error, "cannot write", &self.path))?;
-        let (sha256, len) = pipeline
+        let hashed = in_flight
             .hasher
             .await
             .map_err(|error| self.task_failed(error))?;
-        Ok((
-            file,
-            BodyFacts {
-                digest: sha256.finalize().into(),
-                xxh3: xxh3.finish(),
-                len,
-            },
-        ))
+        self.file = Some(written.map_err(|error| io_error(error, "cannot write", &self.path))?);
+        self.sha256 = Some(hashed);
+        Ok(())
     }
 
     /// Writes what is left and returns the file (still open, for an optional sync) and
     /// the body's digest, checksum and length.
     pub(crate) async fn finish(mut self) -> Result<(std::fs::File, BodyFacts)> {
-        if self.pipeline.is_some() {
+        if self.batches_sent {
             self.send_batch().await?;
-            return self.join_pipeline().await;
+            self.join_in_flight().await?;
+            let (Some((file, xxh3)), Some((sha256, len))) = (self.file.take(), self.sha256.take())
+            else {
+                return Err(self.lost());
+            };
+            return Ok((
+                file,
+                BodyFacts {
+                    digest: sha256.finalize().into(),
+                    xxh3: xxh3.finish(),
+                    len,
+                },
+            ));
         }
         // The whole body is one batch: write and hash it in one blocking call.
-        let Some(mut file) = self.file.take() else {
+        let Some((mut file, _)) = self.file.take() else {
             return Err(self.lost());
         };
         let batch = std::mem::take(&mut self.pending);
@@ -291,38 +295,6 @@ impl BodyWriter {
                 self.path.display()
             ),
         )
-    }
-}
-
-fn start_pipeline(mut file: std::fs::File) -> Pipeline {
-    let (to_writer, mut writer_batches) = mpsc::channel::<Arc<[Bytes]>>(QUEUED_BATCHES);
-    let (to_hasher, mut hasher_batches) = mpsc::channel::<Arc<[Bytes]>>(QUEUED_BATCHES);
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut xxh3 = Xxh3::new();
-        while let Some(batch) = writer_batches.blocking_recv() {
-            write_chunks(&mut file, &batch)?;
-            for chunk in batch.iter() {
-                xxh3.write(chunk);
-            }
-        }
-        Ok((file, xxh3))
-    });
-    let hasher = tokio::task::spawn_blocking(move || {
-        let mut sha256 = Sha256::new();
-        let mut len = 0u64;
-        while let Some(batch) = hasher_batches.blocking_recv() {
-            for chunk in batch.iter() {
-                sha256.update(chunk);
-                len += chunk.len() as u64;
-            }
-        }
-        (sha256, len)
-    });
-    Pipeline {
-        to_writer,
-        to_hasher,
-        writer,
-        hasher,
     }
 }
 
