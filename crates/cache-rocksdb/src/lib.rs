@@ -58,11 +58,23 @@
 //! | [`RocksDbConfig::with_compression`] | LZ4 |
 //! | [`RocksDbConfig::with_ttl_policy`] | [`TtlPolicy::default`](cache_core::TtlPolicy::default) |
 //!
-//! A database RocksDB reports as corrupt at open (or whose entries cannot be scanned) is
-//! repaired; entries in damaged blocks become misses and are deleted when read.
+//! # Damage
+//!
+//! An entry in a damaged block is a miss, deleted when it is read. A database whose
+//! entries cannot be scanned past a damaged block is salvaged at open: every entry that
+//! can still be read is copied into a new database that replaces the old one, so only the
+//! entries of the damaged blocks are lost. A database RocksDB cannot open at all (a
+//! damaged manifest, or a table whose index cannot be read) is repaired by RocksDB,
+//! which drops the tables it cannot read; its archive of them (`lost/`) is removed, so
+//! the disk use stays within the documented margin.
 
 mod backend;
 mod config;
+mod core;
+mod maintenance;
+mod open;
+mod raw;
 
-pub use backend::{RawAccess, RocksDbCache};
+pub use backend::RocksDbCache;
 pub use config::{Compression, RocksDbConfig};
+pub use raw::RawAccess;
