@@ -22,8 +22,7 @@ use redis::{Script, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::RedisCache;
-use crate::backend::Inner;
+use crate::core::Inner;
 use crate::error::{NAME, redis_error, timeout_error};
 use crate::streams::{StreamId, parse_entries};
 
@@ -145,13 +144,12 @@ struct Position {
 }
 
 impl RedisBus {
-    pub(crate) fn new(cache: &RedisCache) -> Self {
-        let namespace = &cache.inner.config.namespace;
+    pub(crate) fn new(cache: Arc<Inner>) -> Self {
         Self {
             shared: Arc::new(BusShared {
-                cache: Arc::clone(&cache.inner),
-                channel: format!("{namespace}:bus"),
-                stream_key: format!("{namespace}:bus:log"),
+                channel: cache.layout.bus_channel(),
+                stream_key: cache.layout.bus_stream(),
+                cache,
                 publish: Script::new(PUBLISH),
                 catch_up: Script::new(CATCH_UP),
             }),
@@ -206,10 +204,7 @@ impl BusShared {
             Value,
         ) = self
             .cache
-            .run("read the bus stream", |mut connection| {
-                let invocation = &invocation;
-                async move { invocation.invoke_async(&mut connection).await }
-            })
+            .invoke(&invocation, "read the bus stream")
             .await?;
         if last_generated.is_empty() {
             return Ok(StreamSnapshot::default());
@@ -272,10 +267,7 @@ impl InvalidationBus for RedisBus {
             // a duplicate is harmless where a lost one is not.
             let _id: String = shared
                 .cache
-                .run("publish an invalidation", |mut connection| {
-                    let invocation = &invocation;
-                    async move { invocation.invoke_async(&mut connection).await }
-                })
+                .invoke(&invocation, "publish an invalidation")
                 .await?;
             Ok(())
         })

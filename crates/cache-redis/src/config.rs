@@ -33,6 +33,7 @@ pub struct RedisConfig {
     pub(crate) bus_stream_max_len: u64,
     pub(crate) bus_ping_interval: Duration,
     pub(crate) reconnect_max_delay: Duration,
+    pub(crate) lazy_connect: bool,
     #[cfg(feature = "tls")]
     pub(crate) tls_root_certificate: Option<Vec<u8>>,
 }
@@ -51,6 +52,7 @@ impl RedisConfig {
             bus_stream_max_len: 10_000,
             bus_ping_interval: Duration::from_secs(5),
             reconnect_max_delay: Duration::from_secs(2),
+            lazy_connect: false,
             #[cfg(feature = "tls")]
             tls_root_certificate: None,
         }
@@ -122,6 +124,16 @@ impl RedisConfig {
         self
     }
 
+    /// Whether [`RedisCache::connect`](crate::RedisCache::connect) returns without
+    /// waiting for the server: then it succeeds while Redis is down, and operations fail
+    /// with [`ErrorKind::Unavailable`](cache_core::ErrorKind::Unavailable) until it is up
+    /// (each one tries to connect). Default: `false` (`connect` sends a `PING` and fails
+    /// when the server does not answer it).
+    pub fn with_lazy_connect(mut self, lazy: bool) -> Self {
+        self.lazy_connect = lazy;
+        self
+    }
+
     /// Trusts this PEM root certificate (a private CA) for `rediss://` instead of the
     /// system's roots. Default: the system's roots.
     #[cfg(feature = "tls")]
@@ -169,6 +181,7 @@ impl fmt::Debug for RedisConfig {
             .field("bus_stream_max_len", &self.bus_stream_max_len)
             .field("bus_ping_interval", &self.bus_ping_interval)
             .field("reconnect_max_delay", &self.reconnect_max_delay)
+            .field("lazy_connect", &self.lazy_connect)
             .finish()
     }
 }
@@ -236,8 +249,9 @@ mod tests {
     }
 
     #[test]
-    fn building_outside_a_runtime_is_an_error_not_a_panic() {
-        let error = crate::RedisCache::new(RedisConfig::default()).unwrap_err();
+    fn connecting_outside_a_runtime_is_an_error_not_a_panic() {
+        let connect = crate::RedisCache::connect(RedisConfig::default().with_lazy_connect(true));
+        let error = futures::executor::block_on(connect).unwrap_err();
         assert_eq!(error.kind(), cache_core::ErrorKind::Config);
     }
 

@@ -1,28 +1,37 @@
 //! Redis as the cache tier many instances of a service share, the invalidation bus that
 //! keeps their local tiers coherent, and small capped streams.
 //!
-//! ```no_run
-//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # use cache_redis::testing::{RedisServer, redis_tests_skipped};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # if redis_tests_skipped() { return Ok(()); }
+//! # let server = RedisServer::start()?;
+//! # let redis_url = server.url();
 //! use cache_core::{CacheManager, CachePolicy, CachedResponse, PutOptions};
+//! use cache_core::{InvalidationBus, InvalidationEvent};
 //! use cache_redis::{RedisCache, RedisConfig};
 //! use http::StatusCode;
 //!
-//! // REDIS_URL, or redis://127.0.0.1:6379 when it is unset.
-//! let cache = RedisCache::connect(RedisConfig::from_env().with_namespace("shop")).await?;
+//! // `RedisConfig::from_env()` reads REDIS_URL (redis://127.0.0.1:6379 when it is unset).
+//! let cache = RedisCache::connect(RedisConfig::new(redis_url).with_namespace("shop")).await?;
 //!
 //! let url = url::Url::parse("https://shop.example/")?;
-//! let response = CachedResponse::new(url.clone(), StatusCode::OK).with_body("hello");
 //! let request = http::Request::get(url.as_str()).body(())?;
-//! let policy = CachePolicy::new(&request, &http::Response::new(()));
+//! let head = http::Response::builder().header("cache-control", "max-age=300").body(())?;
+//! let policy = CachePolicy::new(&request, &head);
+//! let response = CachedResponse::new(url, StatusCode::OK).with_body("hello");
 //! cache.put("GET:https://shop.example/", response, policy, PutOptions::new()).await?;
 //!
 //! let hit = cache.get("GET:https://shop.example/").await?;
 //! assert_eq!(hit.map(|entry| entry.response.body.clone()), Some("hello".into()));
+//! // Every key of the namespace starts with its prefix.
+//! assert_eq!(cache.entry_key("GET:https://shop.example/"), "shop:e:GET:https://shop.example/");
 //!
-//! // Another instance's local tiers learn about deletions through the bus.
-//! use cache_core::{InvalidationBus, InvalidationEvent};
+//! // Other instances' local tiers learn about the deletion through the bus.
 //! cache.delete("GET:https://shop.example/").await?;
-//! cache.bus().publish(InvalidationEvent::Delete { key: "GET:https://shop.example/".into() }).await?;
+//! let key = "GET:https://shop.example/".to_owned();
+//! cache.bus().publish(InvalidationEvent::Delete { key }).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -71,6 +80,7 @@
 //! | bus stream length | about 10,000 events |
 //! | bus ping interval | 5 s |
 //! | bus reconnect delay | 50 ms doubling to 2 s |
+//! | lazy connect (`connect` does not wait for the server) | off |
 //!
 //! `rediss://` URLs need the `tls` feature (rustls, system roots). The `test-support`
 //! feature adds [`testing`]: throwaway servers to stop, restart and pause.
@@ -78,7 +88,10 @@
 mod backend;
 mod bus;
 mod config;
+mod core;
 mod error;
+mod layout;
+mod raw;
 mod streams;
 #[cfg(feature = "test-support")]
 pub mod testing;
@@ -86,4 +99,5 @@ pub mod testing;
 pub use backend::RedisCache;
 pub use bus::RedisBus;
 pub use config::{DEFAULT_URL, RedisConfig};
+pub use raw::RawAccess;
 pub use streams::{RedisStream, StreamEntry, StreamId};

@@ -10,8 +10,7 @@ use cache_core::{Error, ErrorKind, Result};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
-use crate::RedisCache;
-use crate::backend::Inner;
+use crate::core::Inner;
 use crate::error::{NAME, redis_error, timeout_error};
 
 /// The id Redis gives a stream entry: milliseconds and a sequence number, ordered.
@@ -126,10 +125,10 @@ impl fmt::Debug for RedisStream {
 }
 
 impl RedisStream {
-    pub(crate) fn new(cache: &RedisCache, name: &str) -> Self {
+    pub(crate) fn new(inner: Arc<Inner>, name: &str) -> Self {
         Self {
-            key: format!("{}:s:{name}", cache.inner.config.namespace),
-            inner: Arc::clone(&cache.inner),
+            key: inner.layout.stream(name),
+            inner,
             max_len: 10_000,
             blocking: Arc::default(),
         }

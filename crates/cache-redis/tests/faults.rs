@@ -160,7 +160,9 @@ async fn a_cache_built_while_the_server_is_down_works_once_it_is_up() {
             .kind(),
         ErrorKind::Unavailable
     );
-    let cache = RedisCache::new(config).unwrap();
+    let cache = RedisCache::connect(config.with_lazy_connect(true))
+        .await
+        .unwrap();
     assert_eq!(
         cache.get("k").await.unwrap_err().kind(),
         ErrorKind::Unavailable

@@ -250,7 +250,9 @@ async fn passwords_stay_out_of_debug_output_and_errors() {
     let rendered = format!("{error} {error:?} {:?}", std::error::Error::source(&error));
     assert!(!rendered.contains("pw-hunter2"), "{rendered}");
 
-    let error = RedisCache::new(RedisConfig::new("redis://:pw-hunter2@[broken")).unwrap_err();
+    let error = RedisCache::connect(RedisConfig::new("redis://:pw-hunter2@[broken"))
+        .await
+        .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Config);
     let rendered = format!("{error} {error:?}");
     assert!(!rendered.contains("pw-hunter2"), "{rendered}");
