@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use cache_core::{BoxError, CachePolicy, PutOptions, ResponseHead, StreamingCacheManager};
-use cache_streaming::{StreamingConfig, StreamingCache};
+use cache_streaming::{StreamingCache, StreamingConfig};
 use http::{HeaderValue, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 

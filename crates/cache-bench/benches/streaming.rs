@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use cache_bench::{policy_for, response};
 use cache_core::{BoxBody, BoxError, PutOptions, StreamingCacheManager, body};
-use cache_streaming::{ReadVerification, StreamingConfig, StreamingCache};
+use cache_streaming::{ReadVerification, StreamingCache, StreamingConfig};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use sha2::{Digest, Sha256};
 
