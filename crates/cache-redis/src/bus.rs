@@ -1,11 +1,11 @@
 //! The invalidation bus over Redis: Pub/Sub for speed, a capped stream for replay.
 //!
-//! Publishing runs one Lua script that appends the event to the stream
-//! `{namespace}:bus:log` (`XADD ... MAXLEN ~`) and publishes `{id}\n{event}` on the channel
-//! `{namespace}:bus`, atomically, so the channel and the stream agree on the order and the
-//! ids. A subscriber remembers the id of the last event it saw. Whenever it (re)connects it
-//! subscribes first, then replays the stream after that id, and from then on skips channel
-//! messages it already replayed. It sends `Resync` instead of replaying when events after
+//! Publishing runs one Lua script that appends the event to the stream `{ns}:bus:log`
+//! (`XADD ... MAXLEN ~`) and publishes `{id}\n{event}` on the channel `{ns}:bus` (`{ns}`
+//! the encoded namespace), atomically, so the channel and the stream agree on the order
+//! and the ids. A subscriber remembers the id of the last event it saw. Whenever it
+//! (re)connects it subscribes first, then replays the stream after that id, and from then
+//! on skips channel messages it already replayed. It sends `Resync` instead of replaying when events after
 //! its position were trimmed away (`max-deleted-entry-id` past it), when the server's
 //! `run_id` changed (a restart loses or rewinds the stream) and when its own consumer fell
 //! behind its bounded queue.

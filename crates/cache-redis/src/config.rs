@@ -63,10 +63,15 @@ impl RedisConfig {
         Self::new(std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned()))
     }
 
-    /// The prefix of every key this cache writes (`{namespace}:e:{key}` for entries,
-    /// `{namespace}:t:{tag}` for tag sets, `{namespace}:bus` for the invalidation bus,
-    /// `{namespace}:s:{name}` for streams). Pattern deletion and `clear` never touch a key
-    /// outside it. Default: `http-cache`.
+    /// The namespace every key this cache writes lives under. Keys start with the
+    /// namespace encoded (`%` as `%25`, `:` as `%3A`, everything else as it is) and a `:`:
+    /// `{ns}:e:{key}` for entries, `{ns}:t:{tag}` for tag sets, `{ns}:bus` and
+    /// `{ns}:bus:log` for the invalidation bus, `{ns}:s:{name}` for streams. An encoded
+    /// namespace has no `:`, so no namespace's keys begin with another's prefix: `shop`
+    /// and `shop:eu` (`shop%3Aeu:...`) never see each other's entries, tags or events.
+    /// Pattern deletion and `clear` never touch a key outside the namespace.
+    /// [`RedisCache::key_prefix`](crate::RedisCache::key_prefix) tells the prefix.
+    /// Default: `http-cache`.
     pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
         self

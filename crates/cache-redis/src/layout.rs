@@ -1,22 +1,28 @@
 //! Where the cache keeps what in Redis: the keys of entries, tag sets, streams and the bus,
 //! and the globs that select them.
+//!
+//! Every key of a namespace starts with the namespace's encoded form and a `:`. The
+//! encoding replaces `%` with `%25` and `:` with `%3A` and keeps every other byte, so an
+//! encoded namespace holds no `:` and its first `:` ends it: no namespace's prefix begins
+//! another's (`ns:` is not a prefix of `ns%3Ae:`), however the names and keys look. A
+//! namespace without `%` and `:` (`shop`, `http-cache`) is written as it is.
 
 use cache_core::KeyPattern;
 
 /// The Redis keys of one namespace.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyLayout {
-    /// `{namespace}:`, in front of every key of the namespace.
+    /// `{encoded namespace}:`, in front of every key of the namespace.
     prefix: String,
-    /// `{namespace}:e:`, in front of every entry's key.
+    /// `{encoded namespace}:e:`, in front of every entry's key.
     entry_prefix: String,
-    /// `{namespace}:t:`, in front of every tag set's key.
+    /// `{encoded namespace}:t:`, in front of every tag set's key.
     tag_prefix: String,
 }
 
 impl KeyLayout {
     pub(crate) fn new(namespace: &str) -> Self {
-        let prefix = format!("{namespace}:");
+        let prefix = format!("{}:", encode_namespace(namespace));
         Self {
             entry_prefix: format!("{prefix}e:"),
             tag_prefix: format!("{prefix}t:"),
@@ -86,6 +92,20 @@ impl KeyLayout {
     }
 }
 
+/// `namespace` with `%` written `%25` and `:` written `%3A`: an encoded namespace holds
+/// no `:`, and different namespaces encode differently.
+fn encode_namespace(namespace: &str) -> String {
+    let mut encoded = String::with_capacity(namespace.len());
+    for c in namespace.chars() {
+        match c {
+            '%' => encoded.push_str("%25"),
+            ':' => encoded.push_str("%3A"),
+            other => encoded.push(other),
+        }
+    }
+    encoded
+}
+
 /// `text` with Redis's glob characters escaped, so it matches only itself.
 pub(crate) fn escape_glob(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
@@ -120,6 +140,18 @@ fn redis_glob(pattern: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespaces_encode_without_colons_and_only_where_needed() {
+        assert_eq!(encode_namespace("http-cache"), "http-cache");
+        assert_eq!(encode_namespace("ns:e"), "ns%3Ae");
+        assert_eq!(encode_namespace("ns%3Ae"), "ns%253Ae");
+        assert_eq!(encode_namespace("a:%:"), "a%3A%25%3A");
+        assert_eq!(encode_namespace(""), "");
+        assert_eq!(KeyLayout::new("ns").entry("k"), "ns:e:k");
+        assert_eq!(KeyLayout::new("ns:e").entry("k"), "ns%3Ae:e:k");
+        assert_eq!(KeyLayout::new("ns").every_entry(), "ns:e:*");
+    }
 
     #[test]
     fn globs_escape_literals_and_widen_one_character_wildcards() {

@@ -40,10 +40,15 @@
 //!
 //! - One multiplexed connection per [`RedisCache`] (redis-rs's `ConnectionManager`), which
 //!   reconnects by itself: throughput comes from many requests in flight on it.
-//! - Entry `key` is the string `{namespace}:e:{key}`: an 8-byte put id, then the core
+//! - Every key starts with the namespace, encoded so that it holds no `:` (`%` is
+//!   written `%25` and `:` `%3A`; `shop` stays `shop`, `shop:eu` becomes `shop%3Aeu`), and
+//!   a `:`. So no namespace's keys begin with another's prefix, whatever the names and
+//!   the cache keys look like: two namespaces never read, count, clear or invalidate each
+//!   other's keys. [`RedisCache::key_prefix`] tells the prefix.
+//! - Entry `key` is the string `{ns}:e:{key}`: an 8-byte put id, then the core
 //!   codec's envelope (credentials redacted, checksummed). Expiry is Redis's own (`PX`,
 //!   milliseconds, rounded up) and every read also checks the entry's exact expiry.
-//! - Tags are sets `{namespace}:t:{tag}` of put id + key. An entry rewritten without a
+//! - Tags are sets `{ns}:t:{tag}` of put id + key. An entry rewritten without a
 //!   tag has a new put id, so deleting the tag spares it; such stale members are dropped
 //!   when the tag is deleted, sampled away by later puts with the tag, and the set expires
 //!   with its longest-lived entry.
@@ -72,7 +77,7 @@
 //! | setting | default |
 //! |---|---|
 //! | URL | `REDIS_URL` with [`RedisConfig::from_env`], else `redis://127.0.0.1:6379` |
-//! | namespace | `http-cache` |
+//! | namespace ([`RedisConfig::with_namespace`]) | `http-cache` |
 //! | connect timeout | 2 s |
 //! | command timeout | 1 s |
 //! | TTL policy | [`TtlPolicy::default`](cache_core::TtlPolicy) |
