@@ -8,7 +8,11 @@
 //! on skips channel messages it already replayed. It sends `Resync` instead of replaying when events after
 //! its position were trimmed away (`max-deleted-entry-id` past it), when the server's
 //! `run_id` changed (a restart loses or rewinds the stream) and when its own consumer fell
-//! behind its bounded queue.
+//! behind its bounded queue. An attempt that reaches the server but cannot replay (the
+//! user may not read the stream, the catch-up fails) or is refused (credentials) sends
+//! `Resync` too, once per attempt, and the subscriber tries again after the reconnection
+//! delay; only while the server cannot be reached at all does it wait silently, since the
+//! replay after reconnecting brings what was published meanwhile.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -394,27 +398,22 @@ impl Subscriber {
     async fn connect_and_listen(&mut self) -> Result<Disconnect> {
         let shared = Arc::clone(&self.shared);
         let config = &shared.cache.config;
-        let unreachable = |error: redis::RedisError| redis_error(error, "subscribe to the bus");
-        let mut pubsub = tokio::time::timeout(
-            config.connect_timeout,
-            self.shared.cache.client.get_async_pubsub(),
-        )
-        .await
-        .map_err(|_| timeout_error("connect the bus subscriber", config.connect_timeout))?
-        .map_err(unreachable)?;
-        tokio::time::timeout(
-            config.command_timeout,
-            pubsub.subscribe(&self.shared.channel),
-        )
-        .await
-        .map_err(|_| timeout_error("subscribe to the bus", config.command_timeout))?
-        .map_err(unreachable)?;
+        let pubsub = match self.subscribe_to_channel().await {
+            Ok(pubsub) => pubsub,
+            // The server cannot be reached: once it can, the replay brings what is
+            // published meanwhile.
+            Err(error) if error.is_temporary() => return Err(error),
+            // Refused (credentials, permissions): no replay will follow by itself.
+            Err(error) => return self.cannot_catch_up(error),
+        };
         let (mut sink, mut messages) = pubsub.split();
 
         // Subscribed first, replayed second: whatever is published from here on arrives on
         // the channel, and whatever came before is in the stream.
-        if let Delivery::ConsumerGone = self.catch_up().await? {
-            return Ok(Disconnect::ConsumerGone);
+        match self.catch_up().await {
+            Ok(Delivery::Delivered) => {}
+            Ok(Delivery::ConsumerGone) => return Ok(Disconnect::ConsumerGone),
+            Err(error) => return self.cannot_catch_up(error),
         }
 
         let mut ping = tokio::time::interval(config.bus_ping_interval);
@@ -449,6 +448,39 @@ impl Subscriber {
                     }
                 }
             }
+        }
+    }
+
+    /// A Pub/Sub connection subscribed to the bus's channel.
+    async fn subscribe_to_channel(&self) -> Result<redis::aio::PubSub> {
+        let config = &self.shared.cache.config;
+        let refused = |error: redis::RedisError| redis_error(error, "subscribe to the bus");
+        let mut pubsub = tokio::time::timeout(
+            config.connect_timeout,
+            self.shared.cache.client.get_async_pubsub(),
+        )
+        .await
+        .map_err(|_| timeout_error("connect the bus subscriber", config.connect_timeout))?
+        .map_err(refused)?;
+        tokio::time::timeout(
+            config.command_timeout,
+            pubsub.subscribe(&self.shared.channel),
+        )
+        .await
+        .map_err(|_| timeout_error("subscribe to the bus", config.command_timeout))?
+        .map_err(refused)?;
+        Ok(pubsub)
+    }
+
+    /// This attempt could not subscribe or replay: the consumer may be missing events and
+    /// learns it now, at every failed attempt (at most one per reconnection delay), until
+    /// an attempt catches up. The subscriber keeps its position, so that attempt replays
+    /// from there.
+    fn cannot_catch_up(&mut self, error: Error) -> Result<Disconnect> {
+        let reason = format!("the bus subscriber cannot catch up on missed events: {error}");
+        match self.outbox.resync(reason) {
+            Delivery::Delivered => Err(error),
+            Delivery::ConsumerGone => Ok(Disconnect::ConsumerGone),
         }
     }
 

@@ -264,3 +264,76 @@ async fn a_consumer_that_falls_behind_gets_resync_even_when_the_bus_goes_quiet()
     assert_eq!(events_before_resync, expected);
     assert!(events_before_resync.len() < 1_100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_cannot_catch_up_sends_resync_at_every_attempt_until_it_can() {
+    if redis_tests_skipped() {
+        return;
+    }
+    let server = common::own_server();
+    let admin = common::plain_connection(&server.url()).await;
+    let acl = |rules: &'static [&'static str]| {
+        let mut admin = admin.clone();
+        async move {
+            let () = redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg("bus-reader")
+                .arg(rules)
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+        }
+    };
+    acl(&["on", ">reader-pw", "~*", "&*", "+@all"]).await;
+    let namespace = common::unique_namespace("noperm");
+    let a = bus(&server.url(), &namespace, 1_000).await;
+    let reader_url = format!("redis://bus-reader:reader-pw@127.0.0.1:{}", server.port());
+    let b = bus(&reader_url, &namespace, 1_000).await;
+    let mut b_messages = b.subscribe().await.unwrap();
+    a.publish(delete("seen")).await.unwrap();
+    assert_eq!(
+        next(&mut b_messages).await,
+        event_from(a.instance_id(), delete("seen"))
+    );
+
+    // B may no longer read the stream's state, and loses its subscription: every attempt
+    // to catch up is refused (NOPERM on XINFO inside the catch-up script).
+    acl(&["-xinfo"]).await;
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut admin.clone())
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    a.publish(delete("missed")).await.unwrap();
+    for _ in 0..3 {
+        match next(&mut b_messages).await {
+            BusMessage::Resync { reason } => {
+                assert!(reason.contains("cannot catch up"), "{reason}");
+            }
+            other => panic!("expected a resync, got {other:?}"),
+        }
+    }
+
+    // Once it may again, it replays what it missed from where it stood, then goes live.
+    acl(&["+xinfo"]).await;
+    a.publish(delete("after")).await.unwrap();
+    let first_event = loop {
+        match next(&mut b_messages).await {
+            BusMessage::Resync { .. } => {}
+            event => break event,
+        }
+    };
+    assert_eq!(first_event, event_from(a.instance_id(), delete("missed")));
+    assert_eq!(
+        next(&mut b_messages).await,
+        event_from(a.instance_id(), delete("after"))
+    );
+    a.publish(delete("live")).await.unwrap();
+    assert_eq!(
+        next(&mut b_messages).await,
+        event_from(a.instance_id(), delete("live"))
+    );
+}
