@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cache_cacache::{CacacheCache, CacacheConfig};
 use cache_http_cache::HttpCacheAdapter;
-use cache_memory::MemoryCache;
+use cache_memory::{MemoryCache, MemoryConfig};
 use cache_tiered::{Tier, TieredCache};
 use http_cache_reqwest::{Cache, CacheMode, HttpCache, HttpCacheOptions};
 
@@ -67,7 +67,7 @@ async fn main() -> Result<(), BoxError> {
     let dir = tempfile::tempdir()?;
     let stack = TieredCache::builder()
         .tier(Tier::new(Arc::new(
-            MemoryCache::builder().with_capacity_bytes(32 << 20).build(),
+            MemoryCache::open(MemoryConfig::default().with_capacity_bytes(32 << 20))?,
         )))
         .tier(Tier::new(Arc::new(
             CacacheCache::open(CacacheConfig::new(dir.path())).await?,

@@ -4,15 +4,13 @@
 use std::time::Duration;
 
 use cache_core::{CacheManager, CachePolicy, CachedResponse, PutOptions};
-use cache_memory::MemoryCache;
+use cache_memory::{MemoryCache, MemoryConfig};
 use http::{HeaderValue, StatusCode};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // An in-memory cache that may hold up to 64 MiB of responses.
-    let cache = MemoryCache::builder()
-        .with_capacity_bytes(64 * 1024 * 1024)
-        .build();
+    let cache = MemoryCache::open(MemoryConfig::default().with_capacity_bytes(64 * 1024 * 1024))?;
     println!("Created an in-memory cache with room for 64 MiB of responses.\n");
 
     // The response an origin server sent for GET https://example.com/greeting.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cache_core::{CacheManager, CachePolicy, CachedResponse, PutOptions};
-use cache_memory::MemoryCache;
+use cache_memory::{MemoryCache, MemoryConfig};
 use cache_redis::{RedisCache, RedisConfig};
 use cache_tiered::{Tier, TieredCache, TieredStats};
 use http::{HeaderValue, StatusCode};
@@ -25,7 +25,7 @@ async fn instance(namespace: &str) -> Result<Instance, Box<dyn std::error::Error
         .map_err(|error| {
             format!("cannot reach Redis (set REDIS_URL or start redis-server): {error}")
         })?;
-    let memory = Arc::new(MemoryCache::builder().with_capacity_bytes(16 << 20).build());
+    let memory = Arc::new(MemoryCache::open(MemoryConfig::default().with_capacity_bytes(16 << 20))?);
     let stack = TieredCache::builder()
         .tier(Tier::new(memory.clone()).with_ttl_scale(0.2))
         // Shared: invalidations from the bus are not applied to it (the publisher did).

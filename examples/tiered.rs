@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cache_cacache::{CacacheCache, CacacheConfig};
 use cache_core::{CacheManager, CachePolicy, CachedResponse, PutOptions};
-use cache_memory::MemoryCache;
+use cache_memory::{MemoryCache, MemoryConfig};
 use cache_tiered::{Fetched, Tier, TieredCache, TtlPreset};
 use http::{HeaderValue, StatusCode};
 
@@ -46,7 +46,7 @@ fn answered_by(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let dir = tempfile::tempdir()?;
-    let memory = Arc::new(MemoryCache::builder().with_capacity_bytes(16 << 20).build());
+    let memory = Arc::new(MemoryCache::open(MemoryConfig::default().with_capacity_bytes(16 << 20))?);
     let disk = Arc::new(
         CacacheCache::open(CacacheConfig::new(dir.path()).with_capacity_bytes(256 << 20)).await?,
     );

@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use cache_bench::{headers, response};
 use cache_http_cache::HttpCacheAdapter;
-use cache_memory::MemoryCache;
+use cache_memory::{MemoryCache, MemoryConfig};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_cache::MokaManager;
 use http_cache_reqwest::{Cache, CacheMode, HttpCache, HttpCacheOptions};
@@ -86,9 +86,7 @@ fn http_client_benches(c: &mut Criterion) {
         format!("http://{address}/item")
     });
     let ours = client(HttpCacheAdapter::new(Arc::new(
-        MemoryCache::builder()
-            .with_capacity_bytes(256 << 20)
-            .build(),
+        MemoryCache::open(MemoryConfig::default().with_capacity_bytes(256 << 20)).unwrap(),
     )));
     let peer = client(MokaManager::new(moka::future::Cache::new(10_000)));
     for warm in [&ours, &peer] {

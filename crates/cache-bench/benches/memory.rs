@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cache_bench::{BODY_LEN, KEY_COUNT, KeyCycle, http_cache_response, response};
 use cache_core::{CacheManager, PutOptions};
-use cache_memory::MemoryCache;
+use cache_memory::{MemoryCache, MemoryConfig};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http_cache::{CacheManager as _, MokaManager};
 
@@ -32,9 +32,7 @@ fn get_hit(c: &mut Criterion) {
     let keys = KeyCycle::new(KEY_COUNT);
     let (cached, policy) = response();
 
-    let memory = MemoryCache::builder()
-        .with_capacity_bytes(CAPACITY_BYTES)
-        .build();
+    let memory = MemoryCache::open(MemoryConfig::default().with_capacity_bytes(CAPACITY_BYTES)).unwrap();
     let raw_sync: moka::sync::Cache<String, Arc<Vec<u8>>> =
         moka::sync::Cache::new(KEY_COUNT as u64 * 2);
     let raw_future: moka::future::Cache<String, Arc<Vec<u8>>> =
@@ -102,9 +100,7 @@ fn put(c: &mut Criterion) {
     let (cached, policy) = response();
 
     let memory: Arc<dyn CacheManager> = Arc::new(
-        MemoryCache::builder()
-            .with_capacity_bytes(CAPACITY_BYTES)
-            .build(),
+        MemoryCache::open(MemoryConfig::default().with_capacity_bytes(CAPACITY_BYTES)).unwrap(),
     );
     let raw_sync: moka::sync::Cache<String, Arc<Vec<u8>>> =
         moka::sync::Cache::new(KEY_COUNT as u64 * 2);

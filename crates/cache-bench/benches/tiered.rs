@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cache_bench::{BODY_LEN, KEY_COUNT, KeyCycle, response};
 use cache_core::{CacheManager, PutOptions};
-use cache_memory::MemoryCache;
+use cache_memory::{MemoryCache, MemoryConfig};
 use cache_tiered::{FetchError, Fetched, Tier, TieredCache};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 
@@ -27,7 +27,7 @@ fn ttl() -> PutOptions {
 }
 
 fn memory() -> Arc<MemoryCache> {
-    Arc::new(MemoryCache::builder().with_capacity_bytes(1 << 30).build())
+    Arc::new(MemoryCache::open(MemoryConfig::default().with_capacity_bytes(1 << 30)).unwrap())
 }
 
 fn tiered_benches(c: &mut Criterion) {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use cache_bench::{KEY_COUNT, keys, response};
 use cache_core::{CacheManager, PutOptions};
-use cache_memory::MemoryCache;
+use cache_memory::{MemoryCache, MemoryConfig};
 use cache_tiered::{Tier, TieredCache};
 
 fn main() {
@@ -30,7 +30,7 @@ fn main() {
         .expect("runtime");
     let keys = keys();
     let (cached, policy) = response();
-    let memory = MemoryCache::builder().with_capacity_bytes(1 << 30).build();
+    let memory = MemoryCache::open(MemoryConfig::default().with_capacity_bytes(1 << 30)).unwrap();
     let raw_moka: moka::sync::Cache<String, Arc<Vec<u8>>> =
         moka::sync::Cache::new(KEY_COUNT as u64 * 2);
     let raw_value = Arc::new(cached.body.to_vec());
@@ -39,10 +39,10 @@ fn main() {
         .block_on(
             TieredCache::builder()
                 .tier(Tier::new(Arc::new(
-                    MemoryCache::builder().with_capacity_bytes(1 << 30).build(),
+                    MemoryCache::open(MemoryConfig::default().with_capacity_bytes(1 << 30)).unwrap(),
                 )))
                 .tier(Tier::new(Arc::new(
-                    MemoryCache::builder().with_capacity_bytes(1 << 30).build(),
+                    MemoryCache::open(MemoryConfig::default().with_capacity_bytes(1 << 30)).unwrap(),
                 )))
                 .build(),
         )

@@ -9,7 +9,7 @@
 //!
 //! use cache_cacache::{CacacheCache, CacacheConfig};
 //! use cache_http_cache::HttpCacheAdapter;
-//! use cache_memory::MemoryCache;
+//! use cache_memory::{MemoryCache, MemoryConfig};
 //! use cache_tiered::{Tier, TieredCache};
 //! use http_cache_reqwest::{Cache, CacheMode, HttpCache, HttpCacheOptions};
 //!
@@ -17,7 +17,7 @@
 //! // caching rules (http-cache decides what may be stored and when to revalidate).
 //! let disk = CacacheCache::open(CacacheConfig::new("/var/cache/my-client")).await?;
 //! let stack = TieredCache::builder()
-//!     .tier(Tier::new(Arc::new(MemoryCache::builder().with_capacity_bytes(64 << 20).build())))
+//!     .tier(Tier::new(Arc::new(MemoryCache::open(MemoryConfig::default().with_capacity_bytes(64 << 20))?)))
 //!     .tier(Tier::new(Arc::new(disk)))
 //!     .build()
 //!     .await?;

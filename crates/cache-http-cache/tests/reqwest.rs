@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cache_cacache::{CacacheCache, CacacheConfig};
 use cache_http_cache::{HttpCacheAdapter, key_with_request_headers};
-use cache_memory::MemoryCache;
+use cache_memory::{MemoryCache, MemoryConfig};
 use cache_tiered::{Tier, TieredCache};
 use http_cache_reqwest::{Cache, CacheMode, HttpCache, HttpCacheOptions};
 use reqwest_middleware::ClientWithMiddleware;
@@ -114,7 +114,7 @@ async fn cached_client(
     options: HttpCacheOptions,
 ) -> (ClientWithMiddleware, TieredCache) {
     let disk = CacacheCache::open(CacacheConfig::new(dir)).await.unwrap();
-    let memory = MemoryCache::builder().with_capacity_bytes(64 << 20).build();
+    let memory = MemoryCache::open(MemoryConfig::default().with_capacity_bytes(64 << 20)).unwrap();
     let stack = TieredCache::builder()
         .tier(Tier::new(Arc::new(memory)))
         .tier(Tier::new(Arc::new(disk)))

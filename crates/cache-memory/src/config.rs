@@ -1,16 +1,22 @@
-//! Configuration of the memory backend.
+//! [`MemoryConfig`]: the settings of a memory cache and their defaults.
 
 use cache_core::TtlPolicy;
 
-use crate::backend::MemoryCache;
+/// The default of [`MemoryConfig::with_capacity_bytes`]: 256 MiB.
+pub const DEFAULT_CAPACITY_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Configuration of a [`MemoryCache`].
+/// The settings of a [`MemoryCache`](crate::MemoryCache), opened with
+/// [`MemoryCache::open`](crate::MemoryCache::open).
 ///
 /// ```
 /// use cache_memory::{MemoryCache, MemoryConfig};
 ///
-/// let cache = MemoryCache::new(MemoryConfig::default().with_capacity_bytes(64 * 1024 * 1024));
+/// let config = MemoryConfig::default()
+///     .with_capacity_bytes(64 * 1024 * 1024)
+///     .with_max_entry_bytes(1024 * 1024);
+/// let cache = MemoryCache::open(config)?;
 /// # let _ = cache;
+/// # Ok::<(), cache_core::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -23,7 +29,7 @@ pub struct MemoryConfig {
 impl Default for MemoryConfig {
     fn default() -> Self {
         Self {
-            capacity_bytes: 256 * 1024 * 1024,
+            capacity_bytes: DEFAULT_CAPACITY_BYTES,
             max_entry_bytes: None,
             ttl_policy: TtlPolicy::default(),
         }
@@ -31,17 +37,21 @@ impl Default for MemoryConfig {
 }
 
 impl MemoryConfig {
-    /// The most bytes the entries may occupy, as estimated by
-    /// [`CacheEntry::approximate_size`](cache_core::CacheEntry::approximate_size) plus the
-    /// key; least recently and least frequently used entries are evicted past it.
-    /// Default: 256 MiB.
+    /// The most bytes the entries may occupy, each weighing its key plus
+    /// [`CacheEntry::approximate_size`](cache_core::CacheEntry::approximate_size); least
+    /// recently and least frequently used entries are evicted past it. Zero is refused by
+    /// [`MemoryCache::open`](crate::MemoryCache::open) (`ErrorKind::Config`).
+    /// Default: 256 MiB ([`DEFAULT_CAPACITY_BYTES`]).
     #[must_use]
     pub fn with_capacity_bytes(mut self, capacity_bytes: u64) -> Self {
         self.capacity_bytes = capacity_bytes;
         self
     }
 
-    /// The largest single entry accepted; a larger put fails with `TooLarge`.
+    /// The largest single entry accepted, weighed as for the capacity; a larger put fails
+    /// with `TooLarge`. Values above the capacity (or above 4 GiB, the most one entry can
+    /// weigh in moka) are taken as that bound; zero is refused by
+    /// [`MemoryCache::open`](crate::MemoryCache::open) (`ErrorKind::Config`).
     /// Default: the capacity.
     #[must_use]
     pub fn with_max_entry_bytes(mut self, max_entry_bytes: u64) -> Self {
@@ -54,17 +64,5 @@ impl MemoryConfig {
     pub fn with_ttl_policy(mut self, ttl_policy: TtlPolicy) -> Self {
         self.ttl_policy = ttl_policy;
         self
-    }
-
-    /// Builds the cache.
-    pub fn build(self) -> MemoryCache {
-        MemoryCache::new(self)
-    }
-
-    pub(crate) fn effective_max_entry_bytes(&self) -> u64 {
-        self.max_entry_bytes
-            .unwrap_or(self.capacity_bytes)
-            .min(self.capacity_bytes)
-            .min(u64::from(u32::MAX))
     }
 }

@@ -2,19 +2,18 @@
 //!
 //! `cache-memory` keeps decoded entries in memory: a hit hands back the stored
 //! `Arc<CacheEntry>` without decoding or copying anything, and a put stores the response
-//! without serializing it. Capacity is counted in bytes (each entry weighs its body,
+//! without serializing it. Capacity is counted in bytes (each entry weighs its key, body,
 //! headers, URL, tags and a fixed allowance for its policy), and every entry expires at
 //! its own storage TTL through moka's per-entry expiry.
 //!
 //! ```
+//! # fn main() -> Result<(), cache_core::Error> {
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! use std::time::Duration;
-//!
 //! use cache_core::{CacheManager, CachePolicy, CachedResponse, PutOptions};
-//! use cache_memory::MemoryCache;
+//! use cache_memory::{MemoryCache, MemoryConfig};
 //! use http::StatusCode;
 //!
-//! let cache = MemoryCache::builder().with_capacity_bytes(64 * 1024 * 1024).build();
+//! let cache = MemoryCache::open(MemoryConfig::default().with_capacity_bytes(64 * 1024 * 1024))?;
 //!
 //! let url = url::Url::parse("https://example.com/hello").unwrap();
 //! let request = http::Request::get(url.as_str()).body(()).unwrap();
@@ -25,22 +24,28 @@
 //! let policy = CachePolicy::new(&request, &response);
 //! let cached = CachedResponse::new(url, StatusCode::OK).with_body("hello, cache");
 //!
-//! cache.put("GET:https://example.com/hello", cached, policy, PutOptions::new()).await.unwrap();
-//! let entry = cache.get("GET:https://example.com/hello").await.unwrap().unwrap();
+//! cache.put("GET:https://example.com/hello", cached, policy, PutOptions::new()).await?;
+//! let entry = cache.get("GET:https://example.com/hello").await?.unwrap();
 //! assert_eq!(entry.response.body, "hello, cache");
 //! // The storage TTL comes from the policy: max-age=300 (measured from the response time).
 //! assert_eq!(entry.metadata.storage_ttl().as_secs_f64().round(), 300.0);
-//! # let _ = Duration::ZERO;
-//! # });
+//! # Ok(())
+//! # })
+//! # }
 //! ```
 //!
 //! # Capabilities
 //!
 //! Tags, pattern deletion, `clear`, entry count, size in bytes and statistics. Not
 //! persistent, and not shared between processes: pair it with a shared tier through
-//! `cache-tiered`.
+//! `cache-tiered`. Entries are kept decoded, never as bytes: there is no raw storage for
+//! the conformance suite to corrupt or grep (no `raw` module, no `stores_bytes`), and no
+//! streaming.
 //!
 //! # Configuration
+//!
+//! [`MemoryConfig`] holds the settings and [`MemoryCache::open`] opens a cache with them
+//! (a zero capacity or entry limit is an `ErrorKind::Config` error).
 //!
 //! | setting | default |
 //! |---|---|
@@ -52,9 +57,16 @@
 //! evicted or expires, so the index never outgrows the live entries. Pattern deletion
 //! scans the keys. Eviction and expiry bookkeeping runs in moka's maintenance, which
 //! [`MemoryCache::run_pending_tasks`] runs on demand.
+//!
+//! # Layout
+//!
+//! `config` (the settings and their defaults), `core` (the store's primitives on moka and
+//! the tag index), `backend` (the thin [`CacheManager`](cache_core::CacheManager)
+//! implementation).
 
 mod backend;
 mod config;
+mod core;
 
 pub use backend::MemoryCache;
-pub use config::MemoryConfig;
+pub use config::{DEFAULT_CAPACITY_BYTES, MemoryConfig};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cache_core::testkit::fixtures::{policy, response};
 use cache_core::{CacheManager, ErrorKind, KeyPattern, PutOptions};
-use cache_memory::MemoryCache;
+use cache_memory::{MemoryCache, MemoryConfig};
 
 fn hour() -> PutOptions {
     PutOptions::new().with_ttl(Duration::from_secs(3600))
@@ -15,7 +15,7 @@ fn hour() -> PutOptions {
 
 #[tokio::test]
 async fn a_hit_returns_the_stored_entry_itself() {
-    let cache = MemoryCache::builder().build();
+    let cache = MemoryCache::open(MemoryConfig::default()).unwrap();
     let cached = response("https://example.com/a", Bytes::from(vec![7u8; 16 * 1024]));
     let body_pointer = cached.body.as_ptr();
     cache
@@ -32,7 +32,7 @@ async fn a_hit_returns_the_stored_entry_itself() {
 #[tokio::test]
 async fn capacity_is_counted_in_bytes() {
     let capacity = 4 * 1024 * 1024;
-    let cache = MemoryCache::builder().with_capacity_bytes(capacity).build();
+    let cache = MemoryCache::open(MemoryConfig::default().with_capacity_bytes(capacity)).unwrap();
     for n in 0..40 {
         let cached = response(
             "https://example.com/big",
@@ -59,10 +59,12 @@ async fn capacity_is_counted_in_bytes() {
 
 #[tokio::test]
 async fn an_entry_larger_than_the_limit_is_refused() {
-    let cache = MemoryCache::builder()
-        .with_capacity_bytes(1024 * 1024)
-        .with_max_entry_bytes(64 * 1024)
-        .build();
+    let cache = MemoryCache::open(
+        MemoryConfig::default()
+            .with_capacity_bytes(1024 * 1024)
+            .with_max_entry_bytes(64 * 1024),
+    )
+    .unwrap();
     let cached = response(
         "https://example.com/huge",
         Bytes::from(vec![0u8; 100 * 1024]),
@@ -77,9 +79,8 @@ async fn an_entry_larger_than_the_limit_is_refused() {
 
 #[tokio::test]
 async fn the_tag_index_shrinks_when_entries_expire_are_evicted_deleted_or_replaced() {
-    let cache = MemoryCache::builder()
-        .with_capacity_bytes(2 * 1024 * 1024)
-        .build();
+    let cache =
+        MemoryCache::open(MemoryConfig::default().with_capacity_bytes(2 * 1024 * 1024)).unwrap();
     let small = response("https://example.com/t", Bytes::from_static(b"small"));
 
     // Expiry.
@@ -171,7 +172,7 @@ async fn the_tag_index_shrinks_when_entries_expire_are_evicted_deleted_or_replac
 
 #[tokio::test]
 async fn pattern_deletion_never_removes_a_newer_version_put_meanwhile() {
-    let cache = MemoryCache::builder().build();
+    let cache = MemoryCache::open(MemoryConfig::default()).unwrap();
     let cached = response("https://example.com/p", Bytes::from_static(b"v"));
     for n in 0..100 {
         cache
@@ -191,4 +192,13 @@ async fn pattern_deletion_never_removes_a_newer_version_put_meanwhile() {
     assert_eq!(cache.entry_count().await.unwrap(), 1);
     let stats = cache.stats().unwrap();
     assert_eq!((stats.puts, stats.deletes), (101, 100));
+}
+
+#[test]
+fn a_zero_capacity_or_entry_limit_is_a_config_error() {
+    let zero_capacity = MemoryCache::open(MemoryConfig::default().with_capacity_bytes(0));
+    assert_eq!(zero_capacity.unwrap_err().kind(), ErrorKind::Config);
+    let zero_limit = MemoryCache::open(MemoryConfig::default().with_max_entry_bytes(0));
+    assert_eq!(zero_limit.unwrap_err().kind(), ErrorKind::Config);
+    assert!(MemoryCache::open(MemoryConfig::default().with_capacity_bytes(1)).is_ok());
 }

@@ -6,12 +6,12 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use cache_core::{CachePolicy, CachedResponse};
-//! use cache_memory::MemoryCache;
+//! use cache_memory::{MemoryCache, MemoryConfig};
 //! use cache_tiered::{Fetched, Tier, TieredCache};
 //!
 //! let stack = TieredCache::builder()
-//!     .tier(Tier::new(Arc::new(MemoryCache::builder().with_capacity_bytes(16 << 20).build())))
-//!     .tier(Tier::new(Arc::new(MemoryCache::builder().with_capacity_bytes(64 << 20).build())))
+//!     .tier(Tier::new(Arc::new(MemoryCache::open(MemoryConfig::default().with_capacity_bytes(16 << 20))?)))
+//!     .tier(Tier::new(Arc::new(MemoryCache::open(MemoryConfig::default().with_capacity_bytes(64 << 20))?)))
 //!     .build()
 //!     .await?;
 //!

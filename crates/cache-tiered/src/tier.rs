@@ -23,15 +23,16 @@ pub enum FailureMode {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use cache_memory::MemoryCache;
+/// use cache_memory::{MemoryCache, MemoryConfig};
 /// use cache_tiered::{FailureMode, Tier};
 ///
-/// let memory = Arc::new(MemoryCache::builder().with_capacity_bytes(64 << 20).build());
+/// let memory = Arc::new(MemoryCache::open(MemoryConfig::default().with_capacity_bytes(64 << 20))?);
 /// let tier = Tier::new(memory)
 ///     .with_ttl_scale(0.25)               // keep entries a quarter of their TTL here
 ///     .with_max_entry_bytes(1 << 20)      // nothing over 1 MiB
 ///     .with_failure_mode(FailureMode::Degrade);
 /// # let _ = tier;
+/// # Ok::<(), cache_core::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Tier {

@@ -97,11 +97,11 @@ impl TieredCache {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// use std::sync::Arc;
-    /// use cache_memory::MemoryCache;
+    /// use cache_memory::{MemoryCache, MemoryConfig};
     /// use cache_tiered::{Tier, TieredCache, TtlPreset};
     ///
     /// let stack = TieredCache::builder()
-    ///     .tier(Tier::new(Arc::new(MemoryCache::builder().build())))
+    ///     .tier(Tier::new(Arc::new(MemoryCache::open(MemoryConfig::default())?)))
     ///     .build()
     ///     .await?;
     /// let prices: Vec<u32> = stack

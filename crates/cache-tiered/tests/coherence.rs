@@ -12,11 +12,11 @@ use cache_core::bus::InProcessHub;
 use cache_core::testkit::chaos::{ChaosTier, Operation, Point};
 use cache_core::testkit::fixtures::{policy, response};
 use cache_core::{CacheManager, Capabilities, ErrorKind, PutOptions, StreamingCacheManager, body};
-use cache_memory::MemoryCache;
+use cache_memory::{MemoryCache, MemoryConfig};
 use cache_tiered::{FetchError, Fetched, Tier, TieredCache};
 
 fn memory() -> Arc<MemoryCache> {
-    Arc::new(MemoryCache::builder().with_capacity_bytes(64 << 20).build())
+    Arc::new(MemoryCache::open(MemoryConfig::default().with_capacity_bytes(64 << 20)).unwrap())
 }
 
 fn chaos(inner: Arc<MemoryCache>) -> Arc<ChaosTier> {

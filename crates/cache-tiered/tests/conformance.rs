@@ -4,15 +4,11 @@ use std::sync::Arc;
 
 use cache_cacache::{CacacheCache, CacacheConfig};
 use cache_core::testkit::{Suite, run_all};
-use cache_memory::MemoryCache;
+use cache_memory::{MemoryCache, MemoryConfig};
 use cache_tiered::{Tier, TieredCache};
 
 fn memory() -> Arc<MemoryCache> {
-    Arc::new(
-        MemoryCache::builder()
-            .with_capacity_bytes(256 << 20)
-            .build(),
-    )
+    Arc::new(MemoryCache::open(MemoryConfig::default().with_capacity_bytes(256 << 20)).unwrap())
 }
 
 /// What the stack does not do (it stores no bytes itself: corruption and credentials are

@@ -36,7 +36,7 @@ use cache_core::bus::InProcessHub;
 use cache_core::testkit::chaos::{ChaosTier, Operation, RandomFaults};
 use cache_core::testkit::fixtures::{policy, response};
 use cache_core::{CacheManager, Capabilities, ErrorKind, KeyPattern, PutOptions};
-use cache_memory::MemoryCache;
+use cache_memory::{MemoryCache, MemoryConfig};
 use cache_tiered::{FetchError, Fetched, Tier, TieredBuilder, TieredCache};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -282,7 +282,7 @@ fn chaos(
 }
 
 fn memory() -> Arc<MemoryCache> {
-    Arc::new(MemoryCache::builder().with_capacity_bytes(64 << 20).build())
+    Arc::new(MemoryCache::open(MemoryConfig::default().with_capacity_bytes(64 << 20)).unwrap())
 }
 
 async fn nodes(seed: u64, hub: &InProcessHub) -> (Node, Node) {

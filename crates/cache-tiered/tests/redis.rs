@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cache_core::testkit::fixtures::{policy, response, unique_prefix};
 use cache_core::{CacheManager, PutOptions};
-use cache_memory::MemoryCache;
+use cache_memory::{MemoryCache, MemoryConfig};
 use cache_redis::testing::{RedisServer, redis_tests_skipped};
 use cache_redis::{RedisCache, RedisConfig};
 use cache_tiered::{Tier, TieredCache};
@@ -50,7 +50,7 @@ async fn a_stopped_redis_tier_degrades_to_memory_and_is_used_again_after_a_resta
     let redis = RedisCache::connect(config(&server.url(), &namespace))
         .await
         .unwrap();
-    let memory = Arc::new(MemoryCache::builder().build());
+    let memory = Arc::new(MemoryCache::open(MemoryConfig::default()).unwrap());
     let stack = TieredCache::builder()
         .tier(Tier::new(memory.clone()))
         .tier(Tier::new(Arc::new(redis.clone())).shared())
@@ -108,7 +108,7 @@ async fn a_delete_on_one_stack_clears_the_other_stacks_memory_through_redis() {
         let redis = RedisCache::connect(config(&server.url(), &namespace))
             .await
             .unwrap();
-        let memory = Arc::new(MemoryCache::builder().build());
+        let memory = Arc::new(MemoryCache::open(MemoryConfig::default()).unwrap());
         let stack = TieredCache::builder()
             .tier(Tier::new(memory.clone()))
             .tier(Tier::new(Arc::new(redis.clone())).shared())

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use cache_core::testkit::fixtures::{policy, response, unique_prefix};
 use cache_core::{CacheManager, PutOptions};
-use cache_memory::MemoryCache;
+use cache_memory::{MemoryCache, MemoryConfig};
 use cache_redis::testing::{RedisServer, redis_tests_skipped};
 use cache_redis::{RedisCache, RedisConfig};
 use cache_tiered::{Tier, TieredCache};
@@ -92,7 +92,9 @@ async fn two_instances_stay_coherent_while_redis_is_frozen_killed_and_restarted(
             .await
             .unwrap();
         let stack = TieredCache::builder()
-            .tier(Tier::new(Arc::new(MemoryCache::builder().build())))
+            .tier(Tier::new(Arc::new(
+                MemoryCache::open(MemoryConfig::default()).unwrap(),
+            )))
             .tier(Tier::new(Arc::new(redis.clone())).shared())
             .with_bus(Arc::new(redis.bus()))
             .build()

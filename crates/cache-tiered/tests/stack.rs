@@ -13,11 +13,11 @@ use cache_core::{
     CacheEntry, CacheFuture, CacheManager, CachePolicy, CachedResponse, PutOptions, Result,
     TtlPolicy,
 };
-use cache_memory::MemoryCache;
+use cache_memory::{MemoryCache, MemoryConfig};
 use cache_tiered::{FetchError, Fetched, Promotion, Tier, TieredCache};
 
 fn memory() -> Arc<MemoryCache> {
-    Arc::new(MemoryCache::builder().with_capacity_bytes(64 << 20).build())
+    Arc::new(MemoryCache::open(MemoryConfig::default().with_capacity_bytes(64 << 20)).unwrap())
 }
 
 fn fixture(key: &str, body: impl Into<Bytes>) -> (CachedResponse, CachePolicy) {

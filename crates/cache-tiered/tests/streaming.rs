@@ -13,7 +13,7 @@ use cache_core::{
     Error, ErrorKind, PutOptions, ResponseHead, Result, StoredBody, StreamedEntry,
     StreamingCacheManager, TtlPolicy, body,
 };
-use cache_memory::MemoryCache;
+use cache_memory::{MemoryCache, MemoryConfig};
 use cache_tiered::{Tier, TieredCache};
 
 /// A streaming backend for tests: it spools a body to memory before committing it (so an
@@ -133,9 +133,7 @@ impl StreamingCacheManager for SpoolingStore {
 
 async fn stack(limit: u64) -> (TieredCache, Arc<MemoryCache>, Arc<SpoolingStore>) {
     let memory = Arc::new(
-        MemoryCache::builder()
-            .with_capacity_bytes(256 << 20)
-            .build(),
+        MemoryCache::open(MemoryConfig::default().with_capacity_bytes(256 << 20)).unwrap(),
     );
     let store = Arc::new(SpoolingStore::default());
     let stack = TieredCache::builder()
@@ -248,9 +246,7 @@ async fn memory_over_the_content_addressed_store_passes_the_conformance_suite() 
     .await
     .unwrap();
     let memory = Arc::new(
-        MemoryCache::builder()
-            .with_capacity_bytes(256 << 20)
-            .build(),
+        MemoryCache::open(MemoryConfig::default().with_capacity_bytes(256 << 20)).unwrap(),
     );
     let stack = TieredCache::builder()
         .tier(Tier::new(memory).with_max_entry_bytes(64 * 1024))

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cache_core::CacheManager;
-use cache_memory::MemoryCache;
+use cache_memory::{MemoryCache, MemoryConfig};
 use cache_tiered::{Tier, TieredCache, TtlPreset};
 use serde::{Deserialize, Serialize};
 
@@ -17,10 +17,12 @@ struct Profile {
 }
 
 async fn stack() -> (TieredCache, Arc<MemoryCache>) {
-    let l1 = Arc::new(MemoryCache::builder().build());
+    let l1 = Arc::new(MemoryCache::open(MemoryConfig::default()).unwrap());
     let stack = TieredCache::builder()
         .tier(Tier::new(l1.clone()))
-        .tier(Tier::new(Arc::new(MemoryCache::builder().build())))
+        .tier(Tier::new(Arc::new(
+            MemoryCache::open(MemoryConfig::default()).unwrap(),
+        )))
         .build()
         .await
         .unwrap();

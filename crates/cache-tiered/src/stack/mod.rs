@@ -117,11 +117,11 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// # async fn main() -> cache_core::Result<()> {
 /// use std::sync::Arc;
 /// use cache_core::CacheManager;
-/// use cache_memory::MemoryCache;
+/// use cache_memory::{MemoryCache, MemoryConfig};
 /// use cache_tiered::{Promotion, Tier, TieredCache};
 ///
-/// let l1 = Arc::new(MemoryCache::builder().with_capacity_bytes(16 << 20).build());
-/// let l2 = Arc::new(MemoryCache::builder().with_capacity_bytes(256 << 20).build());
+/// let l1 = Arc::new(MemoryCache::open(MemoryConfig::default().with_capacity_bytes(16 << 20))?);
+/// let l2 = Arc::new(MemoryCache::open(MemoryConfig::default().with_capacity_bytes(256 << 20))?);
 /// let stack = TieredCache::builder()
 ///     .tier(Tier::new(l1).with_ttl_scale(0.1).with_max_entry_bytes(1 << 20))
 ///     .tier(Tier::new(l2))
