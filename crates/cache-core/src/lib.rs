@@ -58,4 +58,4 @@ pub use manager::{
     BackendStats, BoxBody, CacheManager, Capabilities, Health, StatsCounters, StoredBody,
     StreamedEntry, StreamingCacheManager,
 };
-pub use ttl::{PutOptions, TtlPolicy};
+pub use ttl::{MAX_STORAGE_TTL, PutOptions, TtlPolicy};

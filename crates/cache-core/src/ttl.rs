@@ -8,6 +8,14 @@ use http_cache_semantics::CachePolicy;
 
 use crate::entry::EntryMetadata;
 
+/// The longest storage TTL any entry gets: 100 years of 365 days. Every TTL a
+/// [`TtlPolicy`] hands out, the [`PutOptions::with_ttl`] override included, is clamped to
+/// it, so every backend can represent the expiry (Redis's `PX` in milliseconds as an
+/// `i64` plus the server's clock, the codec's expiry in nanoseconds since 1970 as a
+/// `u64`, moka's and the disk backends' clocks) and an entry put with a TTL of "forever"
+/// is stored, not refused.
+pub const MAX_STORAGE_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Turns a response's [`CachePolicy`] into a storage TTL: how long a backend keeps it.
 ///
 /// The storage TTL is the response's remaining freshness lifetime, plus a stale grace
@@ -18,7 +26,8 @@ use crate::entry::EntryMetadata;
 /// (`no-store`, `private` in the shared cache a backend is, a status that is not
 /// cacheable) and for one that is already stale with nothing to revalidate it with.
 /// [`PutOptions::with_ttl`] overrides the whole computation for one put (store such a
-/// response anyway with an explicit TTL).
+/// response anyway with an explicit TTL). Every TTL, the override's too, is at most
+/// [`MAX_STORAGE_TTL`].
 ///
 /// | setting | default |
 /// |---|---|
@@ -93,7 +102,8 @@ impl TtlPolicy {
 
     /// The storage TTL of a response with these headers and this policy, at `now`.
     ///
-    /// When `min_ttl` exceeds `max_ttl`, `max_ttl` wins.
+    /// When `min_ttl` exceeds `max_ttl`, `max_ttl` wins; neither goes past
+    /// [`MAX_STORAGE_TTL`].
     pub fn storage_ttl(
         &self,
         policy: &CachePolicy,
@@ -115,11 +125,14 @@ impl TtlPolicy {
         if useful.is_zero() {
             return Duration::ZERO;
         }
-        useful.max(self.min_ttl).min(self.max_ttl)
+        useful
+            .max(self.min_ttl)
+            .min(self.max_ttl)
+            .min(MAX_STORAGE_TTL)
     }
 
     /// The metadata of an entry put at `now` with `options`: the per-put TTL when one is
-    /// set, otherwise [`storage_ttl`](Self::storage_ttl).
+    /// set (at most [`MAX_STORAGE_TTL`]), otherwise [`storage_ttl`](Self::storage_ttl).
     pub fn entry_metadata(
         &self,
         policy: &CachePolicy,
@@ -127,9 +140,10 @@ impl TtlPolicy {
         options: &PutOptions,
         now: SystemTime,
     ) -> EntryMetadata {
-        let ttl = options
-            .ttl
-            .unwrap_or_else(|| self.storage_ttl(policy, response_headers, now));
+        let ttl = match options.ttl {
+            Some(ttl) => ttl.min(MAX_STORAGE_TTL),
+            None => self.storage_ttl(policy, response_headers, now),
+        };
         EntryMetadata::new(now, ttl, options.tags.clone())
     }
 }
@@ -170,8 +184,9 @@ impl PutOptions {
         Self::default()
     }
 
-    /// Stores the entry for exactly `ttl`, bypassing the backend's [`TtlPolicy`] (no clamp).
-    /// A zero TTL stores nothing and removes any entry under the key.
+    /// Stores the entry for exactly `ttl`, bypassing the backend's [`TtlPolicy`] (its
+    /// minimum and maximum do not apply), up to [`MAX_STORAGE_TTL`]: a longer one is taken
+    /// as that. A zero TTL stores nothing and removes any entry under the key.
     /// Default: the backend's `TtlPolicy` decides.
     #[must_use]
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
@@ -304,5 +319,39 @@ mod tests {
         assert_eq!(metadata.expires_at, now + Duration::from_millis(1500));
         assert_eq!(metadata.tags, vec!["a".to_owned()]);
         assert_eq!(metadata.storage_ttl(), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn every_storage_ttl_is_clamped_to_the_storage_maximum() {
+        let now = SystemTime::now();
+        let (policy, headers) = policy_for(&[("cache-control", "max-age=600")], now);
+        let ttl_policy = TtlPolicy::default();
+        for ttl in [
+            Duration::from_secs(10_000_000_000_000_000),
+            Duration::MAX,
+            MAX_STORAGE_TTL + Duration::from_nanos(1),
+        ] {
+            let options = PutOptions::new().with_ttl(ttl);
+            let metadata = ttl_policy.entry_metadata(&policy, &headers, &options, now);
+            assert_eq!(metadata.storage_ttl(), MAX_STORAGE_TTL, "{ttl:?}");
+            assert_eq!(metadata.expires_at, now + MAX_STORAGE_TTL);
+        }
+        let options = PutOptions::new().with_ttl(MAX_STORAGE_TTL);
+        let metadata = ttl_policy.entry_metadata(&policy, &headers, &options, now);
+        assert_eq!(metadata.storage_ttl(), MAX_STORAGE_TTL);
+
+        // A policy whose bounds reach past the maximum stays within it as well.
+        let (long, long_headers) = policy_for(&[("cache-control", "max-age=2147483647")], now);
+        let unbounded = TtlPolicy::default()
+            .with_min_ttl(Duration::MAX)
+            .with_max_ttl(Duration::MAX);
+        assert_eq!(
+            unbounded.storage_ttl(&long, &long_headers, now),
+            MAX_STORAGE_TTL
+        );
+        assert_eq!(
+            unbounded.storage_ttl(&policy, &headers, now),
+            MAX_STORAGE_TTL
+        );
     }
 }
