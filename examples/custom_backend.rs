@@ -1,11 +1,16 @@
 //! Writing your own backend: a cache that keeps entries as bytes in a map, written the way
 //! a crate outside this workspace would write one (only the public API of `cache-core`),
-//! with expiry, honest capabilities, and a test that runs the conformance suite.
+//! with expiry, honest capabilities, and the conformance suite as one trial per case.
 //!
 //! ```sh
-//! cargo run --example custom_backend     # use it
-//! cargo test --example custom_backend    # prove it: the conformance suite
+//! cargo run --example custom_backend                    # use it, then prove it
+//! cargo test --example custom_backend                   # the same, as its test
+//! cargo test --example custom_backend -- byte_map::tags # one case (no demo with arguments)
 //! ```
+//!
+//! The example is built with `harness = false` (the root `Cargo.toml`), so `main` is the
+//! test harness: run bare, it first shows the backend at work, then runs the trials; given
+//! arguments (a filter, or `--list` as `cargo nextest` asks) it only runs the trials.
 //!
 //! The map stands in for any byte store you may want behind the contract (a key-value
 //! service, an object store, an embedded database): entries go in as the core codec's
@@ -13,10 +18,13 @@
 //! without credentials, a checksum), and this file does the storage.
 
 use std::collections::HashMap;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use cache_core::testkit::libtest_mimic::{self, Arguments};
+use cache_core::testkit::{Conformance, RawStorageFns, Suite};
 use cache_core::{
     BackendStats, CacheEntry, CacheFuture, CacheManager, CachePolicy, CachedResponse, Capabilities,
     KeyPattern, PutOptions, Result, StatsCounters, TtlPolicy, codec, validate_key,
@@ -194,8 +202,8 @@ impl CacheManager for ByteMapCache {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<()> {
+/// Puts, gets and damages an entry, printing what happens.
+async fn demo() -> Result<()> {
     let backend = ByteMapCache::default();
     let cache: Arc<dyn CacheManager> = Arc::new(backend.clone());
     let url: url::Url = "https://example.com/hello".parse().expect("a valid URL");
@@ -234,16 +242,9 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use cache_core::testkit::{RawStorageFns, Suite, run_all};
-
-    use super::ByteMapCache;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_byte_map_backend_passes_the_conformance_suite() {
+/// The conformance suite: one trial per case, each on a map of its own.
+fn conformance() -> Conformance {
+    Conformance::new("byte_map", || async {
         let cache = ByteMapCache::default();
         let (reader, writer) = (cache.clone(), cache.clone());
         let raw = RawStorageFns::new(
@@ -253,21 +254,35 @@ mod tests {
                 Ok(())
             },
         );
-        let suite = Suite::new(Arc::new(cache)).with_raw_storage(Arc::new(raw));
-        let report = run_all(&suite).await;
-        // Exactly what the capabilities leave out: tags, size, health and streaming.
-        assert_eq!(
-            report.skipped_names(),
-            [
-                "tags",
-                "size_bytes",
-                "health",
-                "stream_round_trip",
-                "stream_body_error_leaves_no_entry",
-                "stream_length_mismatch_leaves_no_entry",
-                "stream_dropped_put_leaves_no_entry",
-            ]
-        );
-        assert_eq!(report.passed.len(), 21);
+        Suite::new(Arc::new(cache)).with_raw_storage(Arc::new(raw))
+    })
+    // Exactly what the capabilities leave out: tags, size, health and streaming.
+    .expect_skipped([
+        "tags",
+        "size_bytes",
+        "health",
+        "stream_round_trip",
+        "stream_body_error_leaves_no_entry",
+        "stream_length_mismatch_leaves_no_entry",
+        "stream_dropped_put_leaves_no_entry",
+    ])
+}
+
+fn main() -> ExitCode {
+    let arguments = Arguments::from_args();
+    // Only a bare run shows the demo: with arguments, `cargo nextest` lists the trials or
+    // runs one of them, and anything printed before would be taken for their output.
+    if std::env::args_os().len() == 1 {
+        let demo = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| error.to_string())
+            .and_then(|runtime| runtime.block_on(demo()).map_err(|error| error.to_string()));
+        if let Err(error) = demo {
+            eprintln!("the demo failed: {error}");
+            return ExitCode::FAILURE;
+        }
+        println!();
     }
+    libtest_mimic::run(&arguments, conformance().trials()).exit_code()
 }

@@ -89,23 +89,36 @@
 //!     }
 //! }
 //!
-//! // The backend's test: every case its capabilities allow, against the real thing.
-//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-//! # async fn main() {
-//! use cache_core::testkit::{RawStorageFns, Suite, run_all};
+//! // The backend's test, tests/conformance.rs with `harness = false` for it in Cargo.toml:
+//! // one trial per case, each on a cache of its own.
+//! use cache_core::testkit::{Conformance, RawStorageFns, Suite};
 //!
-//! let cache = Arc::new(MapCache::default());
-//! let (reader, writer) = (Arc::clone(&cache), Arc::clone(&cache));
-//! let raw = RawStorageFns::new(
-//!     move |key| Ok(reader.entries.lock().unwrap().get(key).map(|bytes| bytes.to_vec())),
-//!     move |key, bytes| {
-//!         let bytes = Bytes::copy_from_slice(bytes);
-//!         writer.entries.lock().unwrap().insert(key.to_owned(), bytes);
-//!         Ok(())
-//!     },
-//! );
-//! let report = run_all(&Suite::new(cache).with_raw_storage(Arc::new(raw))).await;
-//! assert_eq!(report.passed.len(), 17);
+//! # fn main() {
+//! let conformance = Conformance::new("map", || async {
+//!     let cache = Arc::new(MapCache::default());
+//!     let (reader, writer) = (Arc::clone(&cache), Arc::clone(&cache));
+//!     let raw = RawStorageFns::new(
+//!         move |key| Ok(reader.entries.lock().unwrap().get(key).map(|bytes| bytes.to_vec())),
+//!         move |key, bytes| {
+//!             let bytes = Bytes::copy_from_slice(bytes);
+//!             writer.entries.lock().unwrap().insert(key.to_owned(), bytes);
+//!             Ok(())
+//!         },
+//!     );
+//!     Suite::new(cache).with_raw_storage(Arc::new(raw))
+//! })
+//! // Everything the capabilities leave out, and nothing else.
+//! .expect_skipped([
+//!     "tags", "delete_pattern", "entry_count", "size_bytes", "health", "stats", "clear",
+//!     "stream_round_trip", "stream_body_error_leaves_no_entry",
+//!     "stream_length_mismatch_leaves_no_entry", "stream_dropped_put_leaves_no_entry",
+//! ]);
+//! // In the test file, `main` is `conformance.run().exit()`: the arguments of `cargo test`
+//! // or `cargo nextest` pick the trials. Here, all of them, and what they came to:
+//! use cache_core::testkit::libtest_mimic::{self, Arguments};
+//! let conclusion = libtest_mimic::run(&Arguments::from_iter(["guide"]), conformance.trials());
+//! // 17 cases and the check of the skipped list pass; the 11 skipped are reported ignored.
+//! assert_eq!((conclusion.num_passed, conclusion.num_failed, conclusion.num_ignored), (18, 0, 11));
 //! # }
 //! ```
 //!
@@ -184,10 +197,17 @@
 //!
 //! With the `testkit` feature (a dev-dependency:
 //! `cache-core = { version = "0.1", features = ["testkit"] }`),
-//! [`testkit::run_all`](crate::testkit::run_all) runs every case the capabilities allow
-//! and returns a report; assert its exact skipped list so that a capability you add
-//! later is tested the moment you declare it. Give the suite a backend of its own (the
-//! `clear` case clears it) with room for a few dozen MiB. Add
+//! [`testkit::Conformance`](crate::testkit::Conformance) makes the suite one
+//! [libtest-mimic](crate::testkit::libtest_mimic) trial per case, for a test target with
+//! `harness = false`: `cargo test` and `cargo nextest` report each case and filter them
+//! by name. Its factory builds the backend again for every trial (inside the trial's own
+//! tokio runtime), so give each call a fresh one (a new directory, a new namespace) with
+//! room for a few dozen MiB, and keep its directory or server alive with
+//! [`Suite::keep_alive`](crate::testkit::Suite::keep_alive). List the cases your
+//! capabilities leave out with
+//! [`expect_skipped`](crate::testkit::Conformance::expect_skipped): any other skip fails,
+//! and so does a listed case that runs, so a capability you add later is tested the
+//! moment you declare it. Add
 //! [`Suite::with_streaming`](crate::testkit::Suite::with_streaming) for a streaming
 //! backend and [`Suite::with_raw_storage`](crate::testkit::Suite::with_raw_storage) for
 //! one that stores bytes. Every case uses its own random key prefix, so suites can share

@@ -1,0 +1,199 @@
+//! The suite as trials: one per case, named, filtered, each on a backend of its own, and
+//! the expected skipped list enforced case by case and as a whole.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use cache_core::testkit::libtest_mimic::{self, Arguments, Conclusion};
+use cache_core::testkit::{Conformance, RawStorageFns, SKIPPED_CHECK, Suite};
+use cache_core::{
+    CacheEntry, CacheFuture, CacheManager, CachePolicy, CachedResponse, Capabilities, PutOptions,
+    Result, TtlPolicy, validate_key,
+};
+
+/// Decoded entries in a map: the three required operations and nothing else.
+#[derive(Default)]
+struct MapCache {
+    entries: Mutex<HashMap<String, Arc<CacheEntry>>>,
+    capabilities: Capabilities,
+}
+
+impl CacheManager for MapCache {
+    fn name(&self) -> &'static str {
+        "map"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<Option<Arc<CacheEntry>>>> {
+        if let Err(error) = validate_key("map", key) {
+            return CacheFuture::ready(Err(error));
+        }
+        let entries = self.entries.lock().unwrap();
+        let live = entries
+            .get(key)
+            .filter(|entry| !entry.metadata.is_expired_at(SystemTime::now()))
+            .cloned();
+        CacheFuture::ready(Ok(live))
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        response: CachedResponse,
+        policy: CachePolicy,
+        options: PutOptions,
+    ) -> CacheFuture<'a, Result<()>> {
+        if let Err(error) = validate_key("map", key) {
+            return CacheFuture::ready(Err(error));
+        }
+        let metadata = TtlPolicy::default().entry_metadata(
+            &policy,
+            &response.headers,
+            &options,
+            SystemTime::now(),
+        );
+        let mut entries = self.entries.lock().unwrap();
+        if metadata.storage_ttl().is_zero() {
+            entries.remove(key);
+        } else {
+            let entry = Arc::new(CacheEntry::new(response, policy, metadata));
+            entries.insert(key.to_owned(), entry);
+        }
+        CacheFuture::ready(Ok(()))
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<()>> {
+        self.entries.lock().unwrap().remove(key);
+        CacheFuture::ready(Ok(()))
+    }
+}
+
+/// What a map with no capability skips: every case that needs one.
+const SKIPPED_BY_A_PLAIN_MAP: [&str; 13] = [
+    "tags",
+    "delete_pattern",
+    "entry_count",
+    "size_bytes",
+    "health",
+    "stats",
+    "corrupt_entries_become_misses",
+    "no_credentials_at_rest",
+    "stream_round_trip",
+    "stream_body_error_leaves_no_entry",
+    "stream_length_mismatch_leaves_no_entry",
+    "stream_dropped_put_leaves_no_entry",
+    "clear",
+];
+
+fn plain_map(name: &str) -> Conformance {
+    Conformance::new(name, || async { Suite::new(Arc::new(MapCache::default())) })
+}
+
+fn run(conformance: &Conformance, arguments: &[&str]) -> Conclusion {
+    let arguments =
+        Arguments::from_iter(std::iter::once("conformance").chain(arguments.iter().copied()));
+    libtest_mimic::run(&arguments, conformance.trials())
+}
+
+fn counts(conclusion: &Conclusion) -> (u64, u64, u64, u64) {
+    (
+        conclusion.num_passed,
+        conclusion.num_failed,
+        conclusion.num_ignored,
+        conclusion.num_filtered_out,
+    )
+}
+
+#[test]
+fn there_is_one_trial_per_case_named_after_the_suite_then_the_skipped_check() {
+    let trials = plain_map("map").trials();
+    let names: Vec<&str> = trials.iter().map(libtest_mimic::Trial::name).collect();
+    let cases: Vec<String> = Conformance::case_names()
+        .map(|case| format!("map::{case}"))
+        .collect();
+    assert_eq!(cases.len(), 28);
+    assert_eq!(names.len(), 29);
+    assert_eq!(
+        names[..28],
+        cases.iter().map(String::as_str).collect::<Vec<_>>()[..]
+    );
+    assert_eq!(names[28], format!("map::{SKIPPED_CHECK}"));
+    let unnamed = plain_map("").trials();
+    assert_eq!(unnamed[0].name(), "round_trip");
+}
+
+#[test]
+fn the_expected_skips_are_ignored_and_every_other_case_passes() {
+    let conformance = plain_map("map").expect_skipped(SKIPPED_BY_A_PLAIN_MAP);
+    let conclusion = run(&conformance, &[]);
+    // 15 cases and the skipped check pass; the 13 skipped cases are reported ignored.
+    assert_eq!(counts(&conclusion), (16, 0, 13, 0));
+}
+
+#[test]
+fn a_filter_runs_only_the_cases_it_names() {
+    let conformance = plain_map("map").expect_skipped(SKIPPED_BY_A_PLAIN_MAP);
+    let conclusion = run(&conformance, &["map::round_trip"]);
+    // round_trip, round_trip_empty_body, round_trip_binary_body, round_trip_large_body.
+    assert_eq!(counts(&conclusion), (4, 0, 0, 25));
+    let conclusion = run(&conformance, &["--exact", "map::expiry"]);
+    assert_eq!(counts(&conclusion), (1, 0, 0, 28));
+}
+
+#[test]
+fn an_unexpected_skip_and_an_expected_skip_that_runs_both_fail() {
+    // `tags` is skipped but not listed, `round_trip` is listed but runs: both trials fail,
+    // and so does the check of the whole list.
+    let expected = SKIPPED_BY_A_PLAIN_MAP
+        .into_iter()
+        .filter(|name| *name != "tags")
+        .chain(["round_trip"]);
+    let conformance = plain_map("map").expect_skipped(expected);
+    let conclusion = run(&conformance, &[]);
+    assert_eq!(counts(&conclusion), (14, 3, 12, 0));
+}
+
+#[test]
+fn an_expected_name_that_is_no_case_fails_the_check() {
+    let expected = SKIPPED_BY_A_PLAIN_MAP.into_iter().chain(["no_such_case"]);
+    let conformance = plain_map("map").expect_skipped(expected);
+    let conclusion = run(&conformance, &[SKIPPED_CHECK]);
+    assert_eq!(counts(&conclusion), (0, 1, 0, 28));
+}
+
+#[test]
+fn every_trial_builds_a_backend_of_its_own() {
+    let built = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&built);
+    let conformance = Conformance::new("map", move || {
+        counted.fetch_add(1, Ordering::Relaxed);
+        async { Suite::new(Arc::new(MapCache::default())) }
+    })
+    .expect_skipped(SKIPPED_BY_A_PLAIN_MAP);
+    let conclusion = run(&conformance, &[]);
+    assert_eq!(counts(&conclusion), (16, 0, 13, 0));
+    // One per case, skipped or not (a skip is decided on the trial's own backend), and
+    // one for the check.
+    assert_eq!(built.load(Ordering::Relaxed), 29);
+}
+
+#[test]
+fn raw_storage_given_runs_the_stored_bytes_cases() {
+    // A map of decoded entries has no bytes: raw access that finds none makes the
+    // corruption case fail (it must read what was stored), which shows the case ran.
+    let conformance =
+        Conformance::new("map", || async {
+            let raw = RawStorageFns::new(|_key| Ok(None), |_key, _bytes| Ok(()));
+            Suite::new(Arc::new(MapCache::default())).with_raw_storage(Arc::new(raw))
+        })
+        .expect_skipped(SKIPPED_BY_A_PLAIN_MAP.into_iter().filter(|name| {
+            !["corrupt_entries_become_misses", "no_credentials_at_rest"].contains(name)
+        }));
+    let conclusion = run(&conformance, &["corrupt_entries_become_misses"]);
+    assert_eq!(counts(&conclusion), (0, 1, 0, 28));
+}
