@@ -21,6 +21,11 @@ use crate::layout::KeyLayout;
 /// Bytes of the put id stored in front of every envelope.
 pub(crate) const PUT_ID_LEN: usize = 8;
 
+/// How many members of a tag set one script call of tag deletion takes: deleting a tag
+/// with a million entries is 2,000 short scripts, never one that blocks the server for
+/// the whole set.
+pub const TAG_DELETE_PAGE: usize = 500;
+
 /// Keys scanned per `SCAN` call by pattern deletion, `clear` and `entry_count`.
 const SCAN_BATCH: usize = 1_000;
 
@@ -45,19 +50,21 @@ end
 return 1
 ";
 
-/// Deletes the entries a tag set names whose current put id is still the one the set
-/// recorded (an entry rewritten without the tag keeps living), then the set.
-const DELETE_TAG: &str = r"
+/// Takes up to `ARGV[2]` members out of a tag set (Redis drops the set with its last
+/// member) and unlinks the entries among them whose current put id is still the one the
+/// set recorded (an entry rewritten without the tag keeps living); returns how many
+/// entries it removed and how many members it took.
+const DELETE_TAG_PAGE: &str = r"
+local members = redis.call('SPOP', KEYS[1], ARGV[2])
 local removed = 0
-for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+for _, member in ipairs(members) do
   local entry = ARGV[1] .. string.sub(member, 9)
   if redis.call('GETRANGE', entry, 0, 7) == string.sub(member, 1, 8) then
-    redis.call('DEL', entry)
+    redis.call('UNLINK', entry)
     removed = removed + 1
   end
 end
-redis.call('DEL', KEYS[1])
-return removed
+return {removed, #members}
 ";
 
 /// Deletes a key only while it still holds the value with the given put id, so removing a
@@ -77,7 +84,7 @@ pub(crate) struct Inner {
     pub(crate) layout: KeyLayout,
     pub(crate) counters: StatsCounters,
     put_tagged: Script,
-    delete_tag: Script,
+    delete_tag_page: Script,
     delete_if_put_id: Script,
 }
 
@@ -123,7 +130,7 @@ impl Inner {
             config,
             counters: StatsCounters::default(),
             put_tagged: Script::new(PUT_TAGGED),
-            delete_tag: Script::new(DELETE_TAG),
+            delete_tag_page: Script::new(DELETE_TAG_PAGE),
             delete_if_put_id: Script::new(DELETE_IF_PUT_ID),
         })
     }
@@ -308,12 +315,37 @@ impl Inner {
         self.query(&cmd, "delete the entry").await
     }
 
-    /// Deletes the entries recorded under `tag` that still carry it, and the tag's set;
-    /// returns how many entries were removed.
-    pub(crate) async fn delete_tag(&self, tag: &str) -> Result<u64> {
-        let mut invocation = self.delete_tag.key(self.layout.tag(tag));
-        invocation.arg(self.layout.entry_prefix());
-        self.invoke(&invocation, "delete a tag").await
+    /// Deletes the entries recorded under `tag` that still carry it, and the tag's set,
+    /// [`TAG_DELETE_PAGE`] members per script call; returns how many entries were removed.
+    /// Runs as a task of its own: a caller that stops waiting does not leave the tag half
+    /// deleted.
+    pub(crate) async fn delete_tag(self: &Arc<Self>, tag: &str) -> Result<u64> {
+        let inner = Arc::clone(self);
+        let tag_key = self.layout.tag(tag);
+        tokio::spawn(async move { inner.delete_tag_pages(&tag_key).await })
+            .await
+            .map_err(|error| {
+                Error::new(ErrorKind::Backend, NAME, "the tag deletion task failed")
+                    .with_source(error)
+            })?
+    }
+
+    /// Pops pages of the tag set until a page comes back short: the set is empty then
+    /// (members a concurrent put adds after that belong to the put, not to this deletion).
+    async fn delete_tag_pages(&self, tag_key: &str) -> Result<u64> {
+        let mut removed = 0;
+        loop {
+            let mut invocation = self.delete_tag_page.key(tag_key);
+            invocation
+                .arg(self.layout.entry_prefix())
+                .arg(TAG_DELETE_PAGE);
+            let (page_removed, taken): (u64, usize) =
+                self.invoke(&invocation, "delete a tag").await?;
+            removed += page_removed;
+            if taken < TAG_DELETE_PAGE {
+                return Ok(removed);
+            }
+        }
     }
 
     /// Unlinks the namespace's entries whose keys match `pattern`; returns how many.

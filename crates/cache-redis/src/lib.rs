@@ -54,6 +54,10 @@
 //!   with its longest-lived entry.
 //! - Pattern deletion and `clear` use `SCAN ... MATCH` inside the namespace (never `KEYS`)
 //!   and `UNLINK`; nothing outside the namespace is touched.
+//! - Deleting a tag takes [`TAG_DELETE_PAGE`] members of its set per script call
+//!   (`SPOP`), in a loop, so a tag with a million entries never blocks the server for one
+//!   long script; the loop runs as a task of its own and finishes when the caller stops
+//!   waiting. A tagged put that runs while the tag is deleted may or may not be removed.
 //! - Tagged puts and tag deletion are Lua scripts over several keys: a single server (or
 //!   a replicated primary), not Redis Cluster.
 //!
@@ -101,6 +105,7 @@ mod streams;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
+pub use crate::core::TAG_DELETE_PAGE;
 pub use backend::RedisCache;
 pub use bus::RedisBus;
 pub use config::{DEFAULT_URL, RedisConfig};

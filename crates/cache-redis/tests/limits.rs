@@ -66,3 +66,102 @@ async fn a_ttl_override_past_the_storage_maximum_is_clamped_to_it() {
     assert_eq!(cache.delete_tag("t").await.unwrap(), 1);
     cache.clear().await.unwrap();
 }
+
+/// How often the server ran `command` since its statistics were reset (commands that
+/// scripts call included).
+async fn command_calls(connection: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(connection)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_larger_than_a_page_is_deleted_page_by_page_with_the_exact_count() {
+    if redis_tests_skipped() {
+        return;
+    }
+    // A server of our own: its command statistics count only this test's commands.
+    let server = common::own_server();
+    let cache = RedisCache::connect(
+        common::config(&server.url(), "big-tag").with_command_timeout(Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
+    let mut plain = common::plain_connection(&server.url()).await;
+    let page = cache_redis::TAG_DELETE_PAGE;
+    let tagged = 3 * page + 7;
+    let body = || Bytes::from_static(b"body");
+    let ten_minutes = || PutOptions::new().with_ttl(Duration::from_secs(600));
+
+    // `rewritten` is put with the tag, then rewritten without it: a stale member.
+    put_with(
+        &cache,
+        "rewritten",
+        body(),
+        ten_minutes().with_tags(["big"]),
+    )
+    .await
+    .unwrap();
+    let keys: Vec<String> = (0..tagged).map(|index| format!("big-{index}")).collect();
+    for chunk in keys.chunks(64) {
+        futures::future::try_join_all(chunk.iter().enumerate().map(|(index, key)| {
+            // Some entries carry a second tag; deleting the first removes them too.
+            let tags: &[&str] = if index == 0 {
+                &["big", "other"]
+            } else {
+                &["big"]
+            };
+            put_with(
+                &cache,
+                key,
+                body(),
+                ten_minutes().with_tags(tags.iter().copied()),
+            )
+        }))
+        .await
+        .unwrap();
+    }
+    put_with(
+        &cache,
+        "rewritten",
+        body(),
+        ten_minutes().with_tags(["other"]),
+    )
+    .await
+    .unwrap();
+    for index in 0..5 {
+        let key = format!("other-{index}");
+        put_with(&cache, &key, body(), ten_minutes().with_tags(["other"]))
+            .await
+            .unwrap();
+    }
+    let members: u64 = plain.scard(cache.tag_key("big")).await.unwrap();
+    assert_eq!(members, tagged as u64 + 1);
+
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut plain)
+        .await
+        .unwrap();
+    assert_eq!(cache.delete_tag("big").await.unwrap(), tagged as u64);
+    // One script call per page of members (3 full pages and one of 8): none reads the
+    // whole set at once.
+    assert_eq!(command_calls(&mut plain, "spop").await, 4);
+    assert_eq!(command_calls(&mut plain, "smembers").await, 0);
+    let exists: bool = plain.exists(cache.tag_key("big")).await.unwrap();
+    assert!(!exists, "the tag's set is gone");
+    assert_eq!(cache.entry_count().await.unwrap(), 6);
+    for key in &keys {
+        assert!(cache.get(key).await.unwrap().is_none(), "{key}");
+    }
+    assert!(cache.get("rewritten").await.unwrap().is_some());
+    assert_eq!(cache.delete_tag("other").await.unwrap(), 6);
+    assert_eq!(cache.entry_count().await.unwrap(), 0);
+}
