@@ -42,10 +42,14 @@ pub struct Capabilities {
     pub health: bool,
     /// [`CacheManager::stats`] reports hit, miss and put counts.
     pub stats: bool,
-    /// The manager also implements [`StreamingCacheManager`].
+    /// The manager also implements [`StreamingCacheManager`]. The conformance suite then
+    /// needs the streaming side ([`Suite::with_streaming`](crate::testkit::Suite::with_streaming))
+    /// and fails the streaming cases without it.
     pub streaming: bool,
     /// The backend writes entries as bytes (disk, network) and so must keep credentials out
-    /// of them and turn corrupt bytes into misses.
+    /// of them and turn corrupt bytes into misses. The conformance suite then needs raw
+    /// access to those bytes ([`Suite::with_raw_storage`](crate::testkit::Suite::with_raw_storage))
+    /// and fails its corruption and credential cases without it.
     pub stores_bytes: bool,
 }
 

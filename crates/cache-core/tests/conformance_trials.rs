@@ -197,3 +197,40 @@ fn raw_storage_given_runs_the_stored_bytes_cases() {
     let conclusion = run(&conformance, &["corrupt_entries_become_misses"]);
     assert_eq!(counts(&conclusion), (0, 1, 0, 28));
 }
+
+#[test]
+fn a_backend_that_declares_stored_bytes_without_raw_storage_fails_those_cases() {
+    let conformance = Conformance::new("map", || async {
+        let cache = MapCache {
+            capabilities: Capabilities::none().with_stores_bytes(),
+            ..MapCache::default()
+        };
+        Suite::new(Arc::new(cache))
+    })
+    // Listing them does not help: what the backend declares is tested, never skipped.
+    .expect_skipped(SKIPPED_BY_A_PLAIN_MAP);
+    let conclusion = run(&conformance, &[]);
+    // The corruption and credential cases fail, and the check of the list (two listed
+    // cases are not skipped); the other 11 are skipped as listed.
+    assert_eq!(counts(&conclusion), (15, 3, 11, 0));
+    let conclusion = run(&conformance, &["--exact", "map::no_credentials_at_rest"]);
+    assert_eq!(counts(&conclusion), (0, 1, 0, 28));
+}
+
+#[test]
+fn a_backend_that_declares_streaming_without_a_streaming_manager_fails_those_cases() {
+    let conformance = Conformance::new("map", || async {
+        let cache = MapCache {
+            capabilities: Capabilities::none().with_streaming(),
+            ..MapCache::default()
+        };
+        Suite::new(Arc::new(cache))
+    })
+    .expect_skipped(
+        SKIPPED_BY_A_PLAIN_MAP
+            .into_iter()
+            .filter(|name| !name.starts_with("stream_")),
+    );
+    let conclusion = run(&conformance, &["stream_"]);
+    assert_eq!(counts(&conclusion), (0, 4, 0, 25));
+}

@@ -29,7 +29,12 @@ type Factory = dyn Fn() -> Pin<Box<dyn Future<Output = Suite>>> + Send + Sync;
 ///
 /// A case the backend's capabilities leave out is reported as ignored, with the reason,
 /// when [`expect_skipped`](Self::expect_skipped) lists it, and fails otherwise; a listed
-/// case that the capabilities select fails too. [`SKIPPED_CHECK`] compares the whole
+/// case that the capabilities select fails too. A backend that declares
+/// [`stores_bytes`](crate::Capabilities::stores_bytes) fails the corruption and
+/// credential cases when the suite has no [raw storage](Suite::with_raw_storage), and one
+/// that declares [`streaming`](crate::Capabilities::streaming) fails the streaming cases
+/// without a [streaming manager](Suite::with_streaming): what it declares is tested, never
+/// skipped. [`SKIPPED_CHECK`] compares the whole
 /// list at once (and catches names that are not cases). So a capability declared later
 /// is tested the moment it is declared, and one dropped is noticed.
 ///
@@ -152,6 +157,9 @@ impl Conformance {
                         "{} is skipped ({reason}) but not in expect_skipped: add it to the list, or give the suite what it needs",
                         case.name
                     ))),
+                    (Selection::Missing(message), _) => {
+                        Err(Failed::from(format!("{}: {message}", case.name)))
+                    }
                 }
             })
         })
@@ -167,7 +175,8 @@ impl Conformance {
                     .iter()
                     .filter_map(|case| match case.needs.select(&suite, &capabilities) {
                         Selection::Skip(reason) => Some((case.name, reason)),
-                        Selection::Run => None,
+                        // A case whose needs are missing fails in its own trial.
+                        Selection::Run | Selection::Missing(_) => None,
                     })
                     .collect::<Vec<_>>())
             })?;

@@ -61,6 +61,9 @@ pub(crate) enum Selection {
     Run,
     /// The backend does not do what it tests, for this reason.
     Skip(&'static str),
+    /// The backend declares what the case tests, but the suite lacks what the case needs
+    /// to test it: the trial fails with this message.
+    Missing(&'static str),
 }
 
 impl Needs {
@@ -83,14 +86,22 @@ impl Needs {
             Self::SizeBytes => when(capabilities.size_bytes, "no size"),
             Self::Health => when(capabilities.health, "no health check"),
             Self::Stats => when(capabilities.stats, "no statistics"),
-            Self::StoredBytes => when(
-                suite.raw.is_some(),
-                "no raw storage access: entries are not stored as bytes",
-            ),
-            Self::Streaming => when(
-                capabilities.streaming && suite.streaming.is_some(),
-                "not a streaming backend",
-            ),
+            Self::StoredBytes => match (suite.raw.is_some(), capabilities.stores_bytes) {
+                (true, _) => Selection::Run,
+                (false, true) => Selection::Missing(
+                    "the backend declares Capabilities::stores_bytes but the suite has no raw storage: give it Suite::with_raw_storage, so that the corruption and credential cases can read, corrupt and grep the stored bytes",
+                ),
+                (false, false) => {
+                    Selection::Skip("no raw storage access: entries are not stored as bytes")
+                }
+            },
+            Self::Streaming => match (capabilities.streaming, suite.streaming.is_some()) {
+                (true, true) => Selection::Run,
+                (true, false) => Selection::Missing(
+                    "the backend declares Capabilities::streaming but the suite has no streaming manager: give it Suite::with_streaming",
+                ),
+                (false, _) => Selection::Skip("not a streaming backend"),
+            },
         }
     }
 }
