@@ -98,8 +98,9 @@ impl RedisConfig {
         self
     }
 
-    /// The largest encoded entry a put accepts; larger ones fail with `TooLarge` (a big
-    /// value blocks the single-threaded server while it moves). Default: 64 MiB.
+    /// The largest encoded entry a put accepts; larger ones fail with `TooLarge` and
+    /// remove the entry the key held, so the key is left without one (a big value blocks
+    /// the single-threaded server while it moves). Default: 64 MiB.
     pub fn with_max_entry_bytes(mut self, max_entry_bytes: u64) -> Self {
         self.max_entry_bytes = max_entry_bytes;
         self

@@ -255,17 +255,21 @@ impl Inner {
         }
         let put_id: [u8; PUT_ID_LEN] = rand::random();
         // The envelope borrows the body: it is copied once, into the command.
-        let envelope = codec::encode_parts_borrowed(key, response, policy, metadata)?;
+        let envelope = match codec::encode_parts_borrowed(key, response, policy, metadata) {
+            Ok(envelope) => envelope,
+            Err(error) => return Err(self.refuse(&redis_key, error).await),
+        };
         let value_len = PUT_ID_LEN + envelope.len();
         if value_len as u64 > self.config.max_entry_bytes {
-            return Err(Error::new(
+            let refusal = Error::new(
                 ErrorKind::TooLarge,
                 NAME,
                 format!(
                     "the entry takes {value_len} bytes, more than the limit of {}",
                     self.config.max_entry_bytes
                 ),
-            ));
+            );
+            return Err(self.refuse(&redis_key, refusal).await);
         }
         let write_value = |out: &mut dyn std::io::Write| {
             out.write_all(&put_id)?;
@@ -306,6 +310,17 @@ impl Inner {
                 .await?;
         }
         Ok(Stored::Written)
+    }
+
+    /// The error of a put refused after validation (too large, cannot be encoded), once
+    /// the key's previous entry is gone: a refused put leaves no entry under its key, not
+    /// the version it would have replaced. When that entry cannot be removed, the error
+    /// of the removal is returned instead (the previous version may still be there).
+    async fn refuse(&self, redis_key: &str, refusal: Error) -> Error {
+        match self.delete_key(redis_key).await {
+            Ok(_) => refusal,
+            Err(error) => error,
+        }
     }
 
     /// Deletes one Redis key; returns how many existed (0 or 1).

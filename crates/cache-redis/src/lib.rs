@@ -70,11 +70,16 @@
 //! # Failures
 //!
 //! Every command finishes within the command timeout (pattern deletion, `clear` and
-//! `entry_count` are one `SCAN` page and one `UNLINK` at a time, each within it). A refused or dropped connection is
+//! `entry_count` are one `SCAN` page and one `UNLINK` at a time, tag deletion one page of
+//! the set at a time, each within it). A refused or dropped connection is
 //! [`ErrorKind::Unavailable`](cache_core::ErrorKind::Unavailable), a server that does not
 //! answer [`ErrorKind::Timeout`](cache_core::ErrorKind::Timeout); both are temporary, and
 //! the connection comes back by itself when the server does. Passwords never appear in
 //! `Debug` output or errors.
+//!
+//! A put refused after validation (an entry over the size limit:
+//! [`ErrorKind::TooLarge`](cache_core::ErrorKind::TooLarge)) removes the entry the key
+//! held: the key is left without one, never with the version the put would have replaced.
 //!
 //! # Configuration ([`RedisConfig`])
 //!

@@ -165,3 +165,45 @@ async fn a_tag_larger_than_a_page_is_deleted_page_by_page_with_the_exact_count()
     assert_eq!(cache.delete_tag("other").await.unwrap(), 6);
     assert_eq!(cache.entry_count().await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_refused_as_too_large_leaves_no_entry_under_the_key() {
+    if redis_tests_skipped() {
+        return;
+    }
+    let (url, _server) = common::shared_or_own_server();
+    let cache = RedisCache::connect(common::config(&url, "too-large").with_max_entry_bytes(4096))
+        .await
+        .unwrap();
+    let mut plain = common::plain_connection(&url).await;
+    let small = || Bytes::from_static(b"small");
+    let large = || Bytes::from(vec![b'x'; 8192]);
+    let options = || PutOptions::new().with_ttl(Duration::from_secs(600));
+    for (key, tags) in [("untagged", &[][..]), ("tagged", &["t"][..])] {
+        put_with(
+            &cache,
+            key,
+            small(),
+            options().with_tags(tags.iter().copied()),
+        )
+        .await
+        .unwrap();
+        assert!(cache.get(key).await.unwrap().is_some());
+
+        let error = put_with(
+            &cache,
+            key,
+            large(),
+            options().with_tags(tags.iter().copied()),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(error.kind(), cache_core::ErrorKind::TooLarge, "{error}");
+        // Not the previous version either: the key has no entry at all.
+        assert!(cache.get(key).await.unwrap().is_none(), "{key}");
+        let exists: bool = plain.exists(cache.entry_key(key)).await.unwrap();
+        assert!(!exists, "{key}");
+    }
+    assert_eq!(cache.delete_tag("t").await.unwrap(), 0);
+    assert_eq!(cache.stats().unwrap().puts, 2);
+}
