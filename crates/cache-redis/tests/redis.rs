@@ -279,3 +279,32 @@ async fn health_pings_and_stats_count_exactly() {
         (1, 1, 1, 1)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_access_reads_the_stored_value_and_a_corrupted_one_becomes_a_miss() {
+    if redis_tests_skipped() {
+        return;
+    }
+    let (url, _server) = common::shared_or_own_server();
+    let cache = RedisCache::connect(common::config(&url, "raw"))
+        .await
+        .unwrap();
+    let mut plain = common::plain_connection(&url).await;
+    let raw = cache.raw_access();
+    assert_eq!(raw.read("k").await.unwrap(), None);
+    put_tagged(&cache, "k", &[]).await;
+    let stored = raw.read("k").await.unwrap().expect("a stored value");
+    let direct: Vec<u8> = plain.get(cache.entry_key("k")).await.unwrap();
+    assert_eq!(stored, direct);
+
+    // Flipping one byte of the envelope (past the 8-byte put id) breaks its checksum.
+    let mut corrupted = stored.clone();
+    let last = corrupted.len() - 1;
+    corrupted[last] ^= 0xff;
+    raw.write("k", &corrupted).await.unwrap();
+    let ttl_ms: i64 = plain.pttl(cache.entry_key("k")).await.unwrap();
+    assert!(ttl_ms > 0, "the write kept the expiry: {ttl_ms}");
+    assert!(cache.get("k").await.unwrap().is_none());
+    assert_eq!(cache.stats().unwrap().corrupt_entries, 1);
+    assert_eq!(raw.read("k").await.unwrap(), None);
+}
