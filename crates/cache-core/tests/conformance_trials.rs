@@ -94,10 +94,24 @@ fn plain_map(name: &str) -> Conformance {
     Conformance::new(name, || async { Suite::new(Arc::new(MapCache::default())) })
 }
 
+/// Runs the trials with `arguments`, their report written to a file of its own (the
+/// trials that are meant to fail here would read as failures in this test's output).
 fn run(conformance: &Conformance, arguments: &[&str]) -> Conclusion {
-    let arguments =
-        Arguments::from_iter(std::iter::once("conformance").chain(arguments.iter().copied()));
-    libtest_mimic::run(&arguments, conformance.trials())
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let log = std::env::temp_dir().join(format!(
+        "cache-core-conformance-trials-{}-{}.log",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let log_argument = log.to_str().expect("a utf-8 temporary path").to_owned();
+    let arguments = Arguments::from_iter(
+        ["conformance", "--logfile", &log_argument]
+            .into_iter()
+            .chain(arguments.iter().copied()),
+    );
+    let conclusion = libtest_mimic::run(&arguments, conformance.trials());
+    let _ = std::fs::remove_file(&log);
+    conclusion
 }
 
 fn counts(conclusion: &Conclusion) -> (u64, u64, u64, u64) {
