@@ -13,17 +13,23 @@ use crate::future::CacheFuture;
 use crate::key::KeyPattern;
 use crate::ttl::PutOptions;
 
-/// What a backend supports beyond the three required operations.
+/// What a backend supports beyond the three required operations, and its limits.
 ///
 /// The conformance suite selects its cases from this value, and every operation a backend
 /// does not declare MUST return [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported)
-/// (the trait's defaults do).
+/// (the trait's defaults do). Limits ([`max_entry_bytes`](Self::max_entry_bytes),
+/// [`shared`](Self::shared)) are declared here rather than repeated where the backend is
+/// used: the tiered stack reads them.
 ///
 /// ```
 /// use cache_core::Capabilities;
 ///
 /// let capabilities = Capabilities::none().with_tags().with_clear();
 /// assert!(capabilities.tags && capabilities.clear && !capabilities.streaming);
+///
+/// // A shared tier that refuses entries over 64 MiB.
+/// let redis_like = Capabilities::none().with_max_entry_bytes(64 << 20).with_shared();
+/// assert_eq!((redis_like.max_entry_bytes, redis_like.shared), (Some(64 << 20), true));
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -51,6 +57,22 @@ pub struct Capabilities {
     /// access to those bytes ([`Suite::with_raw_storage`](crate::testkit::Suite::with_raw_storage))
     /// and fails its corruption and credential cases without it.
     pub stores_bytes: bool,
+    /// The largest entry the backend stores, in bytes as the backend counts them against
+    /// the limit: its encoded entry for one that writes bytes, the
+    /// [`CacheEntry::approximate_size`] estimate for one that keeps decoded entries. Every
+    /// entry counts at least its body, so a put whose body alone is longer MUST fail with
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge). `None`: the backend declares no
+    /// limit of its own.
+    ///
+    /// The tiered stack reads it: a tier is skipped (and drops the key) for an entry whose
+    /// `approximate_size` is over its backend's limit, without the user repeating the
+    /// limit on the tier.
+    pub max_entry_bytes: Option<u64>,
+    /// The backend is a tier that other instances use too (Redis): what one instance
+    /// writes or removes there, every instance sees. The tiered stack does not apply the
+    /// invalidations it hears from other instances to such a tier (the instance that
+    /// published them already did).
+    pub shared: bool,
 }
 
 impl Capabilities {
@@ -66,6 +88,8 @@ impl Capabilities {
             stats: false,
             streaming: false,
             stores_bytes: false,
+            max_entry_bytes: None,
+            shared: false,
         }
     }
 
@@ -129,6 +153,22 @@ impl Capabilities {
     #[must_use]
     pub const fn with_stores_bytes(mut self) -> Self {
         self.stores_bytes = true;
+        self
+    }
+
+    /// Declares the largest entry the backend stores, in bytes as it counts them (see
+    /// [`max_entry_bytes`](Self::max_entry_bytes)). Default: no limit.
+    #[must_use]
+    pub const fn with_max_entry_bytes(mut self, max_entry_bytes: u64) -> Self {
+        self.max_entry_bytes = Some(max_entry_bytes);
+        self
+    }
+
+    /// Declares that other instances use this backend too (see [`shared`](Self::shared)).
+    /// Default: not shared.
+    #[must_use]
+    pub const fn with_shared(mut self) -> Self {
+        self.shared = true;
         self
     }
 }

@@ -151,6 +151,7 @@ impl CacheManager for MemoryCache {
             .with_entry_count()
             .with_size_bytes()
             .with_stats()
+            .with_max_entry_bytes(self.store.max_entry_bytes)
     }
 
     fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<Option<Arc<CacheEntry>>>> {

@@ -48,10 +48,14 @@ impl MemoryConfig {
         self
     }
 
-    /// The largest single entry accepted, weighed as for the capacity; a larger put fails
-    /// with `TooLarge`. Values above the capacity (or above 4 GiB, the most one entry can
-    /// weigh in moka) are taken as that bound; zero is refused by
-    /// [`MemoryCache::open`](crate::MemoryCache::open) (`ErrorKind::Config`).
+    /// The largest single entry accepted, by
+    /// [`CacheEntry::approximate_size`](cache_core::CacheEntry::approximate_size) (the
+    /// measure the tiered stack uses); a larger put fails with `TooLarge`. Values above
+    /// the capacity (or above 4 GiB, the most one entry can weigh in moka) are taken as
+    /// that bound; zero is refused by [`MemoryCache::open`](crate::MemoryCache::open)
+    /// (`ErrorKind::Config`). The cache declares the limit in
+    /// [`Capabilities::max_entry_bytes`](cache_core::Capabilities::max_entry_bytes), so a
+    /// tiered stack skips this tier for larger entries without being told.
     /// Default: the capacity.
     #[must_use]
     pub fn with_max_entry_bytes(mut self, max_entry_bytes: u64) -> Self {

@@ -168,15 +168,16 @@ impl Store {
     }
 
     /// Inserts a built entry (its metadata says when it ends), registering its tags. An
-    /// entry over the limit is refused with `TooLarge`.
+    /// entry whose size estimate is over the limit (the measure the tiered stack uses, so
+    /// that the stack and this store agree on what fits) is refused with `TooLarge`.
     pub(crate) fn write(&self, key: &str, entry: Arc<CacheEntry>) -> Result<()> {
-        let entry_weight = weight(key, &entry);
-        if entry_weight > self.max_entry_bytes {
+        let size = entry.approximate_size() as u64;
+        if size > self.max_entry_bytes {
             return Err(Error::new(
                 ErrorKind::TooLarge,
                 NAME,
                 format!(
-                    "the entry weighs {entry_weight} bytes, the limit is {}",
+                    "the entry takes {size} bytes, more than the limit of {}",
                     self.max_entry_bytes
                 ),
             )

@@ -36,9 +36,10 @@
 //!
 //! # Capabilities
 //!
-//! Tags, pattern deletion, `clear`, entry count, size in bytes and statistics. Not
-//! persistent, and not shared between processes: pair it with a shared tier through
-//! `cache-tiered`. Entries are kept decoded, never as bytes: there is no raw storage for
+//! Tags, pattern deletion, `clear`, entry count, size in bytes and statistics, and the
+//! entry limit ([`MemoryConfig::with_max_entry_bytes`], at most the capacity) as
+//! `Capabilities::max_entry_bytes`. Not persistent, and not shared between processes
+//! (not `Capabilities::shared`): pair it with a shared tier through `cache-tiered`. Entries are kept decoded, never as bytes: there is no raw storage for
 //! the conformance suite to corrupt or grep (no `raw` module, no `stores_bytes`), and no
 //! streaming.
 //!

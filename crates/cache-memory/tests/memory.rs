@@ -202,3 +202,52 @@ fn a_zero_capacity_or_entry_limit_is_a_config_error() {
     assert_eq!(zero_limit.unwrap_err().kind(), ErrorKind::Config);
     assert!(MemoryCache::open(MemoryConfig::default().with_capacity_bytes(1)).is_ok());
 }
+
+#[test]
+fn the_entry_limit_is_declared_in_the_capabilities() {
+    let declared = |config: MemoryConfig| {
+        MemoryCache::open(config)
+            .unwrap()
+            .capabilities()
+            .max_entry_bytes
+    };
+    // The capacity by default, the setting when lower, never more than the capacity, and
+    // never more than the 4 GiB moka can weigh.
+    assert_eq!(declared(MemoryConfig::default()), Some(256 << 20));
+    let small = MemoryConfig::default().with_capacity_bytes(1 << 20);
+    assert_eq!(
+        declared(small.clone().with_max_entry_bytes(64 << 10)),
+        Some(64 << 10)
+    );
+    assert_eq!(declared(small.with_max_entry_bytes(8 << 20)), Some(1 << 20));
+    let huge = MemoryConfig::default().with_capacity_bytes(16 << 30);
+    assert_eq!(declared(huge), Some(u64::from(u32::MAX)));
+    let capabilities = MemoryCache::open(MemoryConfig::default())
+        .unwrap()
+        .capabilities();
+    assert!(!capabilities.shared && !capabilities.stores_bytes);
+}
+
+#[tokio::test]
+async fn the_limit_is_measured_as_the_stack_measures_entries() {
+    let cached = response(
+        "https://example.com/edge",
+        Bytes::from_static(b"at the limit"),
+    );
+    let limit = cache_core::CacheEntry::approximate_size_of(&cached, &[]) as u64;
+    let cache = MemoryCache::open(MemoryConfig::default().with_max_entry_bytes(limit)).unwrap();
+    cache
+        .put("edge", cached.clone(), policy(&cached), hour())
+        .await
+        .unwrap();
+    assert!(cache.get("edge").await.unwrap().is_some());
+    let over = response(
+        "https://example.com/edge",
+        Bytes::from_static(b"over the limit"),
+    );
+    let error = cache
+        .put("other", over.clone(), policy(&over), hour())
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::TooLarge);
+}

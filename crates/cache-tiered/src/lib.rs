@@ -36,8 +36,10 @@
 //!   above a hit rate), with a TTL that never outlives the entry's remaining life in the
 //!   tier it came from.
 //! - **put** writes every tier at once, each with the storage TTL times its
-//!   [`Tier::with_ttl_scale`]; a tier whose [`Tier::with_max_entry_bytes`] is too small
-//!   drops the key instead of keeping an older version. A failing tier does not keep the
+//!   [`Tier::with_ttl_scale`]; a tier whose entry limit is too small drops the key
+//!   instead of keeping an older version. The limit is the one its backend declares in
+//!   [`Capabilities::max_entry_bytes`](cache_core::Capabilities::max_entry_bytes), or the
+//!   lower one of [`Tier::with_max_entry_bytes`]. A failing tier does not keep the
 //!   others from being written. A hit reports the metadata of the copy that answered, so
 //!   with a scale other than 1 its expiry is that tier's (a copy promoted into memory
 //!   that ends with its source is the source's entry itself, metadata included).
@@ -46,8 +48,10 @@
 //! - **Invalidation**: `delete`, `delete_tag`, `delete_pattern` and `clear` reach every
 //!   tier and are published on the bus given to [`TieredBuilder::with_bus`], and so is a
 //!   delete of the key after every `put` (other instances drop their older copies);
-//!   events from other instances are applied to the local tiers only (not to
-//!   [`Tier::shared`] ones), `Resync` clears the local tiers, and so does the bus ending.
+//!   events from other instances are applied to the local tiers only (not to shared
+//!   ones: a backend declaring
+//!   [`Capabilities::shared`](cache_core::Capabilities::shared), such as Redis, or a tier
+//!   marked [`Tier::shared`]), `Resync` clears the local tiers, and so does the bus ending.
 //!   An event a local tier cannot apply (a tag deletion on a tier without tags) clears it.
 //! - **Coherence**: once a write or an invalidation has returned `Ok`, no `get` returns
 //!   what it replaced or removed (on other instances: once its bus event is applied). A
@@ -64,6 +68,10 @@
 //!   promotes small bodies into the faster tiers and streams large ones from the tier that
 //!   holds them.
 //! - **Statistics**: [`TieredCache::stats`], exact, per tier and overall.
+//! - **Capabilities**: the stack declares tags, pattern deletion, `clear` and health when
+//!   every tier does, streaming with a streaming tier, statistics always; its
+//!   `max_entry_bytes` is the largest of its tiers' limits (none when a tier has none),
+//!   and it is `shared` only when every tier is, so a stack nests as a tier of another.
 
 mod promotion;
 mod stack;

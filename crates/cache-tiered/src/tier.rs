@@ -99,9 +99,14 @@ impl Tier {
         self
     }
 
-    /// The largest entry (by [`CacheEntry::approximate_size`](cache_core::CacheEntry::approximate_size),
+    /// Lowers the largest entry (by [`CacheEntry::approximate_size`](cache_core::CacheEntry::approximate_size),
     /// the one measure used for puts, promotions and streamed bodies) this tier stores;
-    /// larger ones skip it. Default: no limit.
+    /// larger ones skip it (and the tier drops the key). The stack already takes the limit
+    /// the backend declares in
+    /// [`Capabilities::max_entry_bytes`](cache_core::Capabilities::max_entry_bytes): this
+    /// only makes it smaller (a memory tier that keeps small entries only), and a value
+    /// above the declared one is taken as the declared one. Default: the backend's
+    /// declared limit, none if it declares none.
     pub fn with_max_entry_bytes(mut self, max_entry_bytes: u64) -> Self {
         self.max_entry_bytes = Some(max_entry_bytes);
         self
@@ -113,11 +118,26 @@ impl Tier {
         self
     }
 
-    /// Marks the tier as shared between instances (Redis): invalidations received from
-    /// the bus are not applied to it, since the instance that published them already did.
-    /// Default: local.
+    /// Marks the tier as shared between instances: invalidations received from the bus are
+    /// not applied to it, since the instance that published them already did. A backend
+    /// that declares [`Capabilities::shared`](cache_core::Capabilities::shared) (Redis) is
+    /// shared without this; it is for a backend that does not declare it but is used by
+    /// several stacks (one instance held by two stacks of a test, a custom backend).
+    /// Default: what the backend declares.
     pub fn shared(mut self) -> Self {
         self.shared = true;
+        self
+    }
+
+    /// The tier as the stack uses it: the smaller of the tier's and the backend's entry
+    /// limits, and shared when either says so. Read once, when the stack is built.
+    pub(crate) fn with_declared_limits(mut self) -> Self {
+        let declared = self.manager.capabilities();
+        self.max_entry_bytes = match (self.max_entry_bytes, declared.max_entry_bytes) {
+            (Some(set), Some(declared)) => Some(set.min(declared)),
+            (set, declared) => set.or(declared),
+        };
+        self.shared |= declared.shared;
         self
     }
 

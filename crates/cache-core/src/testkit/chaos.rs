@@ -301,7 +301,10 @@ impl ChaosTier {
     }
 
     /// Refuses puts of entries whose [`CacheEntry::approximate_size`] exceeds `bytes` with
-    /// `TooLarge`, writing nothing (the previous entry stays). Default: no limit.
+    /// `TooLarge`, writing nothing (the previous entry stays). The limit is not declared in
+    /// the capabilities: this is a tier that refuses what a stack sends it (declare one
+    /// with [`with_capabilities`](Self::with_capabilities) to have the stack skip the
+    /// tier instead). Default: no limit.
     #[must_use]
     pub fn with_max_entry_bytes(mut self, bytes: usize) -> Self {
         self.max_entry_bytes = Some(bytes);

@@ -97,7 +97,9 @@ impl TieredBuilder {
     }
 
     /// Publishes this stack's invalidations on `bus` and applies the other instances'
-    /// to the local (non-[`shared`](Tier::shared)) tiers; `Resync` clears them.
+    /// to the local tiers (not to shared ones: a backend that declares
+    /// [`Capabilities::shared`](cache_core::Capabilities::shared), or a tier marked
+    /// [`Tier::shared`]); `Resync` clears them.
     pub fn with_bus(mut self, bus: Arc<dyn InvalidationBus>) -> Self {
         self.bus = Some(bus);
         self
@@ -150,7 +152,7 @@ impl TieredBuilder {
                 .tiers
                 .into_iter()
                 .map(|tier| TierState {
-                    tier,
+                    tier: tier.with_declared_limits(),
                     counters: TierCounters::default(),
                 })
                 .collect(),

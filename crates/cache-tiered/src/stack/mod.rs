@@ -270,6 +270,22 @@ impl CacheManager for TieredCache {
         if self.inner.streaming_tier().is_some() {
             capabilities = capabilities.with_streaming();
         }
+        // An entry is stored when one tier takes it: the stack's limit is the largest of
+        // its tiers', none when one tier has none.
+        let limits: Option<Vec<u64>> = self
+            .inner
+            .tiers
+            .iter()
+            .map(|state| state.tier.max_entry_bytes)
+            .collect();
+        if let Some(largest) = limits.and_then(|limits| limits.into_iter().max()) {
+            capabilities = capabilities.with_max_entry_bytes(largest);
+        }
+        // Shared only when every tier is: a stack with a local tier holds what other
+        // instances' invalidations must still reach.
+        if self.inner.tiers.iter().all(|state| state.tier.shared) {
+            capabilities = capabilities.with_shared();
+        }
         capabilities
     }
 
