@@ -27,10 +27,14 @@ use cache_core::testkit::libtest_mimic::{self, Arguments};
 use cache_core::testkit::{Conformance, RawStorageFns, Suite};
 use cache_core::{
     BackendStats, CacheEntry, CacheFuture, CacheManager, CachePolicy, CachedResponse, Capabilities,
-    KeyPattern, PutOptions, Result, StatsCounters, TtlPolicy, codec, validate_key,
+    Error, ErrorKind, KeyPattern, PutOptions, Result, StatsCounters, TtlPolicy, codec,
+    validate_key,
 };
 
 const NAME: &str = "byte-map";
+
+/// The largest envelope the map keeps, declared in the capabilities.
+const MAX_ENTRY_BYTES: u64 = 16 << 20;
 
 /// Entries as codec envelopes in a map. Cloning shares the map.
 #[derive(Clone, Default)]
@@ -85,7 +89,8 @@ impl CacheManager for ByteMapCache {
     }
 
     // Only what this backend really does: no tags (it keeps no tag index), no health
-    // check (a map is always there). The suite checks that the rest says `Unsupported`.
+    // check (a map is always there). The suite checks that the rest says `Unsupported`,
+    // and that a put over the declared limit is refused and leaves no entry.
     fn capabilities(&self) -> Capabilities {
         Capabilities::none()
             .with_delete_pattern()
@@ -93,6 +98,7 @@ impl CacheManager for ByteMapCache {
             .with_entry_count()
             .with_stats()
             .with_stores_bytes()
+            .with_max_entry_bytes(MAX_ENTRY_BYTES)
     }
 
     fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<Option<Arc<CacheEntry>>>> {
@@ -152,6 +158,19 @@ impl CacheManager for ByteMapCache {
             }
             // The codec redacts the request's credentials inside the policy.
             let envelope = codec::encode_parts(key, &response, &policy, &metadata)?;
+            if envelope.len() as u64 > MAX_ENTRY_BYTES {
+                // A refused put leaves no entry: the previous version goes too.
+                self.entries().remove(key);
+                return Err(Error::new(
+                    ErrorKind::TooLarge,
+                    NAME,
+                    format!(
+                        "the entry takes {} bytes, more than the limit of {MAX_ENTRY_BYTES}",
+                        envelope.len()
+                    ),
+                )
+                .with_key(key));
+            }
             self.entries().insert(key.to_owned(), Bytes::from(envelope));
             self.inner.counters.add_puts(1);
             Ok(())

@@ -61,12 +61,13 @@ pub struct Capabilities {
     /// the limit: its encoded entry for one that writes bytes, the
     /// [`CacheEntry::approximate_size`] estimate for one that keeps decoded entries. Every
     /// entry counts at least its body, so a put whose body alone is longer MUST fail with
-    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge). `None`: the backend declares no
-    /// limit of its own.
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) and leave no entry under its key
+    /// (see [`CacheManager::put`]). `None`: the backend declares no limit of its own.
     ///
     /// The tiered stack reads it: a tier is skipped (and drops the key) for an entry whose
     /// `approximate_size` is over its backend's limit, without the user repeating the
-    /// limit on the tier.
+    /// limit on the tier. The conformance case `refused_put_leaves_no_entry` puts a body
+    /// one byte over it (and is skipped without a declared limit).
     pub max_entry_bytes: Option<u64>,
     /// The backend is a tier that other instances use too (Redis): what one instance
     /// writes or removes there, every instance sees. The tiered stack does not apply the
@@ -283,6 +284,10 @@ impl StatsCounters {
 ///   [`TtlPolicy`](crate::TtlPolicy). A zero TTL MUST store nothing and remove the key.
 /// - `put` on an existing key MUST replace the entry (body, headers, tags) atomically:
 ///   a concurrent `get` returns the old or the new entry, never a mix.
+/// - A put the backend refuses after validating it (an entry over its
+///   [`Capabilities::max_entry_bytes`] or its capacity, `ErrorKind::TooLarge`) MUST leave
+///   no entry under the key: not the new version, and never the previous one, which a
+///   caller would otherwise be served as if the refused put had not happened.
 /// - Deleting a missing key MUST succeed.
 /// - Keys are arbitrary strings up to [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes (`../`,
 ///   NUL and any Unicode included); longer keys MUST fail with `InvalidKey`. Distinct keys
@@ -310,6 +315,16 @@ pub trait CacheManager: Send + Sync {
     fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<Option<Arc<CacheEntry>>>>;
 
     /// Stores `response` and its `policy` under `key`, replacing any entry there.
+    ///
+    /// # Contract
+    ///
+    /// - The entry MUST replace the key's previous one atomically (see the trait's
+    ///   contract), for the storage TTL of `options` or of the backend's
+    ///   [`TtlPolicy`](crate::TtlPolicy); a zero TTL MUST store nothing and remove the key.
+    /// - A put refused after validation (`ErrorKind::TooLarge`: the entry is over
+    ///   [`Capabilities::max_entry_bytes`] or the capacity) MUST leave no entry under the
+    ///   key, never the previous version. A key that is not valid (`InvalidKey`) is
+    ///   refused before anything is touched.
     fn put<'a>(
         &'a self,
         key: &'a str,

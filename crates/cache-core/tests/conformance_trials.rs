@@ -9,15 +9,18 @@ use std::time::SystemTime;
 use cache_core::testkit::libtest_mimic::{self, Arguments, Conclusion};
 use cache_core::testkit::{Conformance, RawStorageFns, SKIPPED_CHECK, Suite};
 use cache_core::{
-    CacheEntry, CacheFuture, CacheManager, CachePolicy, CachedResponse, Capabilities, PutOptions,
-    Result, TtlPolicy, validate_key,
+    CacheEntry, CacheFuture, CacheManager, CachePolicy, CachedResponse, Capabilities, Error,
+    ErrorKind, PutOptions, Result, TtlPolicy, validate_key,
 };
 
-/// Decoded entries in a map: the three required operations and nothing else.
+/// Decoded entries in a map: the three required operations and nothing else. With a
+/// declared `max_entry_bytes`, larger bodies are refused (and the previous version is
+/// kept, against the contract, when `keeps_previous_on_refusal`).
 #[derive(Default)]
 struct MapCache {
     entries: Mutex<HashMap<String, Arc<CacheEntry>>>,
     capabilities: Capabilities,
+    keeps_previous_on_refusal: bool,
 }
 
 impl CacheManager for MapCache {
@@ -58,6 +61,15 @@ impl CacheManager for MapCache {
             SystemTime::now(),
         );
         let mut entries = self.entries.lock().unwrap();
+        if let Some(limit) = self.capabilities.max_entry_bytes {
+            if response.body.len() as u64 > limit {
+                if !self.keeps_previous_on_refusal {
+                    entries.remove(key);
+                }
+                let error = Error::new(ErrorKind::TooLarge, "map", "over the limit");
+                return CacheFuture::ready(Err(error));
+            }
+        }
         if metadata.storage_ttl().is_zero() {
             entries.remove(key);
         } else {
@@ -74,7 +86,7 @@ impl CacheManager for MapCache {
 }
 
 /// What a map with no capability skips: every case that needs one.
-const SKIPPED_BY_A_PLAIN_MAP: [&str; 13] = [
+const SKIPPED_BY_A_PLAIN_MAP: [&str; 14] = [
     "tags",
     "delete_pattern",
     "entry_count",
@@ -88,6 +100,7 @@ const SKIPPED_BY_A_PLAIN_MAP: [&str; 13] = [
     "stream_length_mismatch_leaves_no_entry",
     "stream_dropped_put_leaves_no_entry",
     "clear",
+    "refused_put_leaves_no_entry",
 ];
 
 fn plain_map(name: &str) -> Conformance {
@@ -130,13 +143,13 @@ fn there_is_one_trial_per_case_named_after_the_suite_then_the_skipped_check() {
     let cases: Vec<String> = Conformance::case_names()
         .map(|case| format!("map::{case}"))
         .collect();
-    assert_eq!(cases.len(), 28);
-    assert_eq!(names.len(), 29);
+    assert_eq!(cases.len(), 29);
+    assert_eq!(names.len(), 30);
     assert_eq!(
-        names[..28],
+        names[..29],
         cases.iter().map(String::as_str).collect::<Vec<_>>()[..]
     );
-    assert_eq!(names[28], format!("map::{SKIPPED_CHECK}"));
+    assert_eq!(names[29], format!("map::{SKIPPED_CHECK}"));
     let unnamed = plain_map("").trials();
     assert_eq!(unnamed[0].name(), "round_trip");
 }
@@ -145,8 +158,8 @@ fn there_is_one_trial_per_case_named_after_the_suite_then_the_skipped_check() {
 fn the_expected_skips_are_ignored_and_every_other_case_passes() {
     let conformance = plain_map("map").expect_skipped(SKIPPED_BY_A_PLAIN_MAP);
     let conclusion = run(&conformance, &[]);
-    // 15 cases and the skipped check pass; the 13 skipped cases are reported ignored.
-    assert_eq!(counts(&conclusion), (16, 0, 13, 0));
+    // 15 cases and the skipped check pass; the 14 skipped cases are reported ignored.
+    assert_eq!(counts(&conclusion), (16, 0, 14, 0));
 }
 
 #[test]
@@ -154,9 +167,9 @@ fn a_filter_runs_only_the_cases_it_names() {
     let conformance = plain_map("map").expect_skipped(SKIPPED_BY_A_PLAIN_MAP);
     let conclusion = run(&conformance, &["map::round_trip"]);
     // round_trip, round_trip_empty_body, round_trip_binary_body, round_trip_large_body.
-    assert_eq!(counts(&conclusion), (4, 0, 0, 25));
+    assert_eq!(counts(&conclusion), (4, 0, 0, 26));
     let conclusion = run(&conformance, &["--exact", "map::expiry"]);
-    assert_eq!(counts(&conclusion), (1, 0, 0, 28));
+    assert_eq!(counts(&conclusion), (1, 0, 0, 29));
 }
 
 #[test]
@@ -169,7 +182,7 @@ fn an_unexpected_skip_and_an_expected_skip_that_runs_both_fail() {
         .chain(["round_trip"]);
     let conformance = plain_map("map").expect_skipped(expected);
     let conclusion = run(&conformance, &[]);
-    assert_eq!(counts(&conclusion), (14, 3, 12, 0));
+    assert_eq!(counts(&conclusion), (14, 3, 13, 0));
 }
 
 #[test]
@@ -177,7 +190,7 @@ fn an_expected_name_that_is_no_case_fails_the_check() {
     let expected = SKIPPED_BY_A_PLAIN_MAP.into_iter().chain(["no_such_case"]);
     let conformance = plain_map("map").expect_skipped(expected);
     let conclusion = run(&conformance, &[SKIPPED_CHECK]);
-    assert_eq!(counts(&conclusion), (0, 1, 0, 28));
+    assert_eq!(counts(&conclusion), (0, 1, 0, 29));
 }
 
 #[test]
@@ -190,10 +203,10 @@ fn every_trial_builds_a_backend_of_its_own() {
     })
     .expect_skipped(SKIPPED_BY_A_PLAIN_MAP);
     let conclusion = run(&conformance, &[]);
-    assert_eq!(counts(&conclusion), (16, 0, 13, 0));
+    assert_eq!(counts(&conclusion), (16, 0, 14, 0));
     // One per case, skipped or not (a skip is decided on the trial's own backend), and
     // one for the check.
-    assert_eq!(built.load(Ordering::Relaxed), 29);
+    assert_eq!(built.load(Ordering::Relaxed), 30);
 }
 
 #[test]
@@ -209,7 +222,7 @@ fn raw_storage_given_runs_the_stored_bytes_cases() {
             !["corrupt_entries_become_misses", "no_credentials_at_rest"].contains(name)
         }));
     let conclusion = run(&conformance, &["corrupt_entries_become_misses"]);
-    assert_eq!(counts(&conclusion), (0, 1, 0, 28));
+    assert_eq!(counts(&conclusion), (0, 1, 0, 29));
 }
 
 #[test]
@@ -225,10 +238,10 @@ fn a_backend_that_declares_stored_bytes_without_raw_storage_fails_those_cases() 
     .expect_skipped(SKIPPED_BY_A_PLAIN_MAP);
     let conclusion = run(&conformance, &[]);
     // The corruption and credential cases fail, and the check of the list (two listed
-    // cases are not skipped); the other 11 are skipped as listed.
-    assert_eq!(counts(&conclusion), (15, 3, 11, 0));
+    // cases are not skipped); the other 12 are skipped as listed.
+    assert_eq!(counts(&conclusion), (15, 3, 12, 0));
     let conclusion = run(&conformance, &["--exact", "map::no_credentials_at_rest"]);
-    assert_eq!(counts(&conclusion), (0, 1, 0, 28));
+    assert_eq!(counts(&conclusion), (0, 1, 0, 29));
 }
 
 #[test]
@@ -246,5 +259,33 @@ fn a_backend_that_declares_streaming_without_a_streaming_manager_fails_those_cas
             .filter(|name| !name.starts_with("stream_")),
     );
     let conclusion = run(&conformance, &["stream_"]);
-    assert_eq!(counts(&conclusion), (0, 4, 0, 25));
+    assert_eq!(counts(&conclusion), (0, 4, 0, 26));
+}
+
+fn limited_map(keeps_previous_on_refusal: bool) -> Conformance {
+    Conformance::new("map", move || async move {
+        let cache = MapCache {
+            capabilities: Capabilities::none().with_max_entry_bytes(8 << 20),
+            keeps_previous_on_refusal,
+            ..MapCache::default()
+        };
+        Suite::new(Arc::new(cache))
+    })
+    .expect_skipped(
+        SKIPPED_BY_A_PLAIN_MAP
+            .into_iter()
+            .filter(|name| *name != "refused_put_leaves_no_entry"),
+    )
+}
+
+#[test]
+fn a_declared_entry_limit_runs_the_refused_put_case() {
+    let conclusion = run(&limited_map(false), &["refused_put"]);
+    assert_eq!(counts(&conclusion), (1, 0, 0, 29));
+    // A backend that keeps the previous version when it refuses a put fails it.
+    let conclusion = run(&limited_map(true), &["refused_put"]);
+    assert_eq!(counts(&conclusion), (0, 1, 0, 29));
+    // The whole suite, with the limit declared: the case runs, nothing else changes.
+    let conclusion = run(&limited_map(false), &[]);
+    assert_eq!(counts(&conclusion), (17, 0, 13, 0));
 }

@@ -50,7 +50,8 @@ impl MemoryConfig {
 
     /// The largest single entry accepted, by
     /// [`CacheEntry::approximate_size`](cache_core::CacheEntry::approximate_size) (the
-    /// measure the tiered stack uses); a larger put fails with `TooLarge`. Values above
+    /// measure the tiered stack uses); a larger put fails with `TooLarge` and leaves no
+    /// entry under its key (the previous version goes too). Values above
     /// the capacity (or above 4 GiB, the most one entry can weigh in moka) are taken as
     /// that bound; zero is refused by [`MemoryCache::open`](crate::MemoryCache::open)
     /// (`ErrorKind::Config`). The cache declares the limit in

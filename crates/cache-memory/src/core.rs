@@ -169,10 +169,12 @@ impl Store {
 
     /// Inserts a built entry (its metadata says when it ends), registering its tags. An
     /// entry whose size estimate is over the limit (the measure the tiered stack uses, so
-    /// that the stack and this store agree on what fits) is refused with `TooLarge`.
+    /// that the stack and this store agree on what fits) is refused with `TooLarge`, and
+    /// the key's previous version goes too: a refused put leaves no entry.
     pub(crate) fn write(&self, key: &str, entry: Arc<CacheEntry>) -> Result<()> {
         let size = entry.approximate_size() as u64;
         if size > self.max_entry_bytes {
+            self.remove(key);
             return Err(Error::new(
                 ErrorKind::TooLarge,
                 NAME,

@@ -251,3 +251,25 @@ async fn the_limit_is_measured_as_the_stack_measures_entries() {
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::TooLarge);
 }
+
+#[tokio::test]
+async fn a_refused_put_removes_the_previous_version() {
+    let cache = MemoryCache::open(MemoryConfig::default().with_max_entry_bytes(4 * 1024)).unwrap();
+    let small = response("https://example.com/k", Bytes::from_static(b"small"));
+    cache
+        .put("k", small.clone(), policy(&small), hour())
+        .await
+        .unwrap();
+    let big = response("https://example.com/k", Bytes::from(vec![0u8; 8 * 1024]));
+    let error = cache
+        .put("k", big.clone(), policy(&big), hour())
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::TooLarge);
+    assert!(
+        cache.get("k").await.unwrap().is_none(),
+        "the small version was kept"
+    );
+    let stats = cache.stats().unwrap();
+    assert_eq!((stats.puts, stats.hits, stats.misses), (1, 0, 1));
+}

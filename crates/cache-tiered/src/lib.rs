@@ -39,7 +39,9 @@
 //!   [`Tier::with_ttl_scale`]; a tier whose entry limit is too small drops the key
 //!   instead of keeping an older version. The limit is the one its backend declares in
 //!   [`Capabilities::max_entry_bytes`](cache_core::Capabilities::max_entry_bytes), or the
-//!   lower one of [`Tier::with_max_entry_bytes`]. A failing tier does not keep the
+//!   lower one of [`Tier::with_max_entry_bytes`]. A put that no tier takes for its size
+//!   fails with `TooLarge` (and leaves the key in no tier), as a single backend refuses an
+//!   entry over its limit. A failing tier does not keep the
 //!   others from being written. A hit reports the metadata of the copy that answered, so
 //!   with a scale other than 1 its expiry is that tier's (a copy promoted into memory
 //!   that ends with its source is the source's entry itself, metadata included).

@@ -1,6 +1,7 @@
 //! The limits backends declare in their capabilities, as the stack reads them: entry
 //! sizes (a tier is skipped for what its backend would refuse, without a limit set by
-//! hand) and shared tiers (not invalidated by other instances' events).
+//! hand; a put no tier takes is refused and leaves the key in no tier) and shared tiers
+//! (not invalidated by other instances' events).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -246,4 +247,75 @@ async fn a_tier_neither_declared_nor_marked_shared_is_invalidated_by_other_insta
     put(&a, "k", 10).await;
     applied(&b, 1).await;
     assert!(backend.get_entry("k").unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_put_no_tier_takes_fails_too_large_and_leaves_the_key_in_no_tier() {
+    let (l1, l2) = (memory_limited_to(4 * 1024), memory_limited_to(16 * 1024));
+    let stack = TieredCache::builder()
+        .tier(Tier::new(l1.clone()))
+        .tier(Tier::new(l2.clone()))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(stack.capabilities().max_entry_bytes, Some(16 * 1024));
+    put(&stack, "k", 100).await;
+    let (big, big_policy) = fixture("k", vec![7u8; 32 * 1024]);
+    let refused = stack.put("k", big, big_policy, ttl(100)).await.unwrap_err();
+    assert_eq!(refused.kind(), cache_core::ErrorKind::TooLarge);
+    assert!(
+        refused.to_string().contains("no tier takes it"),
+        "{refused}"
+    );
+    assert!(l1.get_entry("k").unwrap().is_none());
+    assert!(l2.get_entry("k").unwrap().is_none());
+    assert!(stack.get("k").await.unwrap().is_none());
+    let stats = stack.stats();
+    // Two puts asked; the small one reached both tiers; skipping is no error.
+    assert_eq!((stats.puts, stats.errors), (2, 0));
+    assert_eq!((stats.tiers[0].puts, stats.tiers[1].puts), (1, 1));
+}
+
+#[tokio::test]
+async fn a_put_every_tier_refuses_as_too_large_fails_too_large() {
+    // The backend refuses without declaring a limit: the stack meets the refusal, counts
+    // it, removes the key from the tier, and the put fails as the tier's did.
+    let backend = memory();
+    let refusing = Arc::new(ChaosTier::new("refusing", backend.clone()).with_max_entry_bytes(4096));
+    let stack = TieredCache::builder()
+        .tier(Tier::new(refusing))
+        .build()
+        .await
+        .unwrap();
+    put(&stack, "k", 100).await;
+    let (big, big_policy) = fixture("k", vec![7u8; 8 * 1024]);
+    let refused = stack.put("k", big, big_policy, ttl(100)).await.unwrap_err();
+    assert_eq!(refused.kind(), cache_core::ErrorKind::TooLarge);
+    assert!(backend.get_entry("k").unwrap().is_none(), "v1 left behind");
+    let stats = stack.stats();
+    assert_eq!((stats.puts, stats.errors, stats.tiers[0].errors), (2, 1, 1));
+    assert_eq!(stats.stale_tiers, 0);
+}
+
+#[tokio::test]
+async fn a_fetched_response_too_large_for_every_tier_is_handed_over_and_not_stored() {
+    let l1 = memory_limited_to(4 * 1024);
+    let stack = TieredCache::builder()
+        .tier(Tier::new(l1.clone()))
+        .build()
+        .await
+        .unwrap();
+    for fetches in 1..=2 {
+        let entry = stack
+            .get_or_fetch("big", || async {
+                let (response, policy) = fixture("big", vec![1u8; 8 * 1024]);
+                Ok::<_, std::io::Error>(cache_tiered::Fetched::new(response, policy))
+            })
+            .await
+            .unwrap();
+        assert_eq!(entry.response.body.len(), 8 * 1024);
+        assert!(l1.get_entry("big").unwrap().is_none());
+        // Not stored: the next call fetches again.
+        assert_eq!(stack.stats().fetches, fetches);
+    }
 }

@@ -81,7 +81,10 @@ impl Conformance {
     /// `factory` is called once per trial, inside that trial's runtime: give each call a
     /// backend of its own (a fresh directory, a fresh namespace on a shared server) with
     /// room for a few dozen MiB, and keep what it needs alive with
-    /// [`Suite::keep_alive`]. A panic in it fails the trial.
+    /// [`Suite::keep_alive`]. A panic in it fails the trial. The cases store bodies of up
+    /// to 4 MiB, and `refused_put_leaves_no_entry` builds one a byte over the declared
+    /// [`max_entry_bytes`](crate::Capabilities::max_entry_bytes): configure the backend
+    /// with a limit of tens of MiB, not GiB.
     pub fn new<F, Fut>(name: impl Into<String>, factory: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,

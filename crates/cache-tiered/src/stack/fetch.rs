@@ -105,6 +105,8 @@ impl TieredCache {
     /// waiter and nothing is cached; the next call fetches again. With
     /// [`TieredBuilder::with_fetch_timeout`](crate::TieredBuilder::with_fetch_timeout), a
     /// fetch that runs longer gives every waiter [`FetchError::Timeout`] and frees the key.
+    /// A fetched response too large for every tier is handed to every waiter and not
+    /// stored.
     pub async fn get_or_fetch<F, Fut, E>(
         &self,
         key: &str,
@@ -230,8 +232,15 @@ impl StackInner {
             metadata,
         ));
         // This task is never cancelled by a caller, so the put runs here, not detached.
-        self.put(key, fetched.response, fetched.policy, fetched.options)
-            .await?;
-        Ok(entry)
+        match self
+            .put(key, fetched.response, fetched.policy, fetched.options)
+            .await
+        {
+            // Too large for every tier: nothing is stored (the tiers dropped the key), and
+            // the callers still get what was fetched.
+            Err(error) if error.kind() == ErrorKind::TooLarge => Ok(entry),
+            Err(error) => Err(error.into()),
+            Ok(()) => Ok(entry),
+        }
     }
 }

@@ -176,6 +176,9 @@ impl StackInner {
                     .with_ttl(scaled(base_ttl, state.tier.ttl_scale));
                 let payload = if admitted { payloads.next() } else { None };
                 async move {
+                    // Whether this tier did not take the entry for its size: skipped by
+                    // its limit, or refused by the backend as too large.
+                    let mut too_large = payload.is_none();
                     let outcome = match payload {
                         Some((response, policy)) => {
                             match state
@@ -190,7 +193,10 @@ impl StackInner {
                                     }
                                     TierOutcome::Done(0)
                                 }
-                                Err(error) => self.remove_after_failure(state, key, error).await,
+                                Err(error) => {
+                                    too_large = error.kind() == ErrorKind::TooLarge;
+                                    self.remove_after_failure(state, key, error).await
+                                }
                             }
                         }
                         // A tier that does not take the new version must not keep the old.
@@ -199,11 +205,17 @@ impl StackInner {
                             Err(error) => self.failed_deletion(state, error),
                         },
                     };
-                    (index, outcome)
+                    (index, outcome, too_large)
                 }
             })
             .collect();
-        let outcomes = self.writing_key(key, join_all(writes)).await;
+        let written = self.writing_key(key, join_all(writes)).await;
+        let too_large_for_every_tier =
+            !base_ttl.is_zero() && written.iter().all(|(_, _, too_large)| *too_large);
+        let outcomes = written
+            .into_iter()
+            .map(|(index, outcome, _)| (index, outcome))
+            .collect();
         // Other instances drop the older version from their local tiers.
         let published = self
             .publish(InvalidationEvent::Delete {
@@ -211,7 +223,34 @@ impl StackInner {
             })
             .await;
         self.settle(outcomes)?;
+        if too_large_for_every_tier {
+            // Nothing stored it and every tier dropped the key: the put is refused, as a
+            // single backend refuses an entry over its limit.
+            return Err(self.too_large_for_every_tier(key, size));
+        }
         published
+    }
+
+    fn too_large_for_every_tier(&self, key: &Key<'_>, size: usize) -> Error {
+        let limits: Vec<String> = self
+            .tiers
+            .iter()
+            .map(|state| {
+                state
+                    .tier
+                    .max_entry_bytes
+                    .map_or_else(|| "none".to_owned(), |limit| limit.to_string())
+            })
+            .collect();
+        Error::new(
+            ErrorKind::TooLarge,
+            NAME,
+            format!(
+                "the entry takes {size} bytes and no tier takes it (tier limits: {}); no tier holds the key now",
+                limits.join(", ")
+            ),
+        )
+        .with_key(key.text)
     }
 
     pub(crate) async fn put_stream(

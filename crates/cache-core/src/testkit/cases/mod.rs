@@ -9,6 +9,7 @@ mod concurrency;
 mod delete;
 mod expiry;
 mod introspection;
+mod limits;
 mod round_trip;
 mod stored_bytes;
 mod streaming;
@@ -22,6 +23,7 @@ pub use concurrency::{concurrent_distinct_keys, concurrent_same_key};
 pub use delete::{clear, delete};
 pub use expiry::{expiry, responses_not_to_store_are_not_stored, zero_ttl_stores_nothing};
 pub use introspection::{entry_count, health, size_bytes, stats, unsupported_operations_say_so};
+pub use limits::refused_put_leaves_no_entry;
 pub use round_trip::{
     hostile_keys, key_too_long, miss, overwrite, round_trip, round_trip_binary_body,
     round_trip_empty_body, round_trip_large_body,
@@ -50,6 +52,7 @@ pub(crate) enum Needs {
     SizeBytes,
     Health,
     Stats,
+    EntryLimit,
     StoredBytes,
     Streaming,
 }
@@ -86,6 +89,10 @@ impl Needs {
             Self::SizeBytes => when(capabilities.size_bytes, "no size"),
             Self::Health => when(capabilities.health, "no health check"),
             Self::Stats => when(capabilities.stats, "no statistics"),
+            Self::EntryLimit => when(
+                capabilities.max_entry_bytes.is_some(),
+                "no declared max_entry_bytes",
+            ),
             Self::StoredBytes => match (suite.raw.is_some(), capabilities.stores_bytes) {
                 (true, _) => Selection::Run,
                 (false, true) => Selection::Missing(
@@ -155,6 +162,7 @@ cases! {
     concurrent_same_key: Nothing, Many;
     hostile_keys: Nothing, One;
     key_too_long: Nothing, One;
+    refused_put_leaves_no_entry: EntryLimit, One;
     unsupported_operations_say_so: Nothing, One;
     tags: Tags, One;
     delete_pattern: DeletePattern, One;
