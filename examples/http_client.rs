@@ -66,9 +66,9 @@ async fn main() -> Result<(), BoxError> {
 
     let dir = tempfile::tempdir()?;
     let stack = TieredCache::builder()
-        .tier(Tier::new(Arc::new(
-            MemoryCache::open(MemoryConfig::default().with_capacity_bytes(32 << 20))?,
-        )))
+        .tier(Tier::new(Arc::new(MemoryCache::open(
+            MemoryConfig::default().with_capacity_bytes(32 << 20),
+        )?)))
         .tier(Tier::new(Arc::new(
             CacacheCache::open(CacacheConfig::new(dir.path())).await?,
         )))

@@ -25,7 +25,9 @@ async fn instance(namespace: &str) -> Result<Instance, Box<dyn std::error::Error
         .map_err(|error| {
             format!("cannot reach Redis (set REDIS_URL or start redis-server): {error}")
         })?;
-    let memory = Arc::new(MemoryCache::open(MemoryConfig::default().with_capacity_bytes(16 << 20))?);
+    let memory = Arc::new(MemoryCache::open(
+        MemoryConfig::default().with_capacity_bytes(16 << 20),
+    )?);
     let stack = TieredCache::builder()
         .tier(Tier::new(memory.clone()).with_ttl_scale(0.2))
         // Shared: invalidations from the bus are not applied to it (the publisher did).

@@ -46,7 +46,9 @@ fn answered_by(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let dir = tempfile::tempdir()?;
-    let memory = Arc::new(MemoryCache::open(MemoryConfig::default().with_capacity_bytes(16 << 20))?);
+    let memory = Arc::new(MemoryCache::open(
+        MemoryConfig::default().with_capacity_bytes(16 << 20),
+    )?);
     let disk = Arc::new(
         CacacheCache::open(CacacheConfig::new(dir.path()).with_capacity_bytes(256 << 20)).await?,
     );

@@ -32,7 +32,8 @@ fn get_hit(c: &mut Criterion) {
     let keys = KeyCycle::new(KEY_COUNT);
     let (cached, policy) = response();
 
-    let memory = MemoryCache::open(MemoryConfig::default().with_capacity_bytes(CAPACITY_BYTES)).unwrap();
+    let memory =
+        MemoryCache::open(MemoryConfig::default().with_capacity_bytes(CAPACITY_BYTES)).unwrap();
     let raw_sync: moka::sync::Cache<String, Arc<Vec<u8>>> =
         moka::sync::Cache::new(KEY_COUNT as u64 * 2);
     let raw_future: moka::future::Cache<String, Arc<Vec<u8>>> =

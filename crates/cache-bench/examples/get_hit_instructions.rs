@@ -39,10 +39,12 @@ fn main() {
         .block_on(
             TieredCache::builder()
                 .tier(Tier::new(Arc::new(
-                    MemoryCache::open(MemoryConfig::default().with_capacity_bytes(1 << 30)).unwrap(),
+                    MemoryCache::open(MemoryConfig::default().with_capacity_bytes(1 << 30))
+                        .unwrap(),
                 )))
                 .tier(Tier::new(Arc::new(
-                    MemoryCache::open(MemoryConfig::default().with_capacity_bytes(1 << 30)).unwrap(),
+                    MemoryCache::open(MemoryConfig::default().with_capacity_bytes(1 << 30))
+                        .unwrap(),
                 )))
                 .build(),
         )

@@ -38,25 +38,21 @@ type Factory = dyn Fn() -> Pin<Box<dyn Future<Output = Suite>>> + Send + Sync;
 /// list at once (and catches names that are not cases). So a capability declared later
 /// is tested the moment it is declared, and one dropped is noticed.
 ///
-/// ```no_run
-/// // tests/conformance.rs, with `[[test]] name = "conformance" harness = false`.
+/// ```
+/// // tests/conformance.rs, with `[[test]] name = "conformance" harness = false`; `open`
+/// // builds a fresh backend (the guide, `cache_core::guide`, has a complete one).
 /// use std::sync::Arc;
 ///
+/// use cache_core::CacheManager;
+/// use cache_core::testkit::libtest_mimic::Conclusion;
 /// use cache_core::testkit::{Conformance, Suite};
-/// # #[derive(Default)] struct MyCache;
-/// # impl cache_core::CacheManager for MyCache {
-/// #     fn name(&self) -> &'static str { "mine" }
-/// #     fn get<'a>(&'a self, _: &'a str) -> cache_core::CacheFuture<'a, cache_core::Result<Option<Arc<cache_core::CacheEntry>>>> { unimplemented!() }
-/// #     fn put<'a>(&'a self, _: &'a str, _: cache_core::CachedResponse, _: cache_core::CachePolicy, _: cache_core::PutOptions) -> cache_core::CacheFuture<'a, cache_core::Result<()>> { unimplemented!() }
-/// #     fn delete<'a>(&'a self, _: &'a str) -> cache_core::CacheFuture<'a, cache_core::Result<()>> { unimplemented!() }
-/// # }
 ///
-/// fn main() {
-///     Conformance::new("mine", || async { Suite::new(Arc::new(MyCache::default())) })
+/// fn conformance(open: fn() -> Arc<dyn CacheManager>) -> Conclusion {
+///     Conformance::new("mine", move || async move { Suite::new(open()) })
 ///         .expect_skipped(["tags", "health", "corrupt_entries_become_misses"])
 ///         .run()
-///         .exit()
 /// }
+/// # let _ = conformance;
 /// ```
 #[must_use]
 pub struct Conformance {
