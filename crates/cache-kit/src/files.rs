@@ -69,15 +69,6 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// The total size of the regular files below `root` (see [`files_under`]).
-pub fn bytes_under(root: &Path) -> u64 {
-    files_under(root)
-        .iter()
-        .filter_map(|file| std::fs::symlink_metadata(file).ok())
-        .map(|metadata| metadata.len())
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,7 +101,7 @@ mod tests {
     }
 
     #[test]
-    fn files_under_lists_every_depth_and_sums_their_bytes() {
+    fn files_under_lists_every_depth() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("x/y")).unwrap();
         std::fs::write(dir.path().join("top"), b"12").unwrap();
@@ -118,7 +109,6 @@ mod tests {
         let mut files = files_under(dir.path());
         files.sort();
         assert_eq!(files, [dir.path().join("top"), dir.path().join("x/y/deep")]);
-        assert_eq!(bytes_under(dir.path()), 5);
         assert!(files_under(&dir.path().join("missing")).is_empty());
     }
 }

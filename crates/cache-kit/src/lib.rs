@@ -10,7 +10,7 @@
 //!   byte accounting, for backends that keep their index in memory and evict by bytes.
 //! - [`SweeperHandle`]: a task that runs a sweep every period until it is dropped.
 //! - [`blocking`]: run a key's work on tokio's blocking pool after validating the key.
-//! - [`files`]: remove-if-present, rename-into-place, fsync a directory, list files.
+//! - [`files`]: remove-if-present, rename-into-place, fsync a directory, list the files below one.
 //! - [`lock`]: a `Mutex` lock that survives poisoning.
 //!
 //! ```

@@ -4,9 +4,10 @@
 //! cannot be read) is repaired by RocksDB, which drops the tables it cannot read; the
 //! archive RocksDB keeps of them (`lost/`) is removed, so the cap on disk use holds. A
 //! database that opens but whose entries cannot be scanned past a damaged block is
-//! salvaged instead: every entry that can still be read is copied into a new database,
-//! the damaged ranges are skipped, and the new database replaces the old one. Only the
-//! entries in damaged blocks are lost.
+//! salvaged instead: the entries are copied into a new database, each damaged range is
+//! skipped by a search for the first key past it that can be read, and the new database
+//! replaces the old one. The search skips more than the damaged blocks: with 50 entries
+//! and one flipped byte in each of two table files, a salvage kept 32 (a repair, 16).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -16,7 +17,7 @@ use std::time::SystemTime;
 use cache_core::{Error, ErrorKind, Result, StatsCounters};
 use cache_kit::KeyLocks;
 use cache_kit::files::{
-    files_under, remove_dir_all_if_present, remove_file_if_present, rename_into_place, sync_dir,
+    remove_dir_all_if_present, remove_file_if_present, rename_into_place, sync_dir,
 };
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{
@@ -345,9 +346,7 @@ fn finish_or_drop_salvage(dir: &Path) -> Result<()> {
         remove_dir_all_if_present(&leftover)
             .map_err(|error| io_error(error, "cannot remove", &leftover))?;
     }
-    sync_dir(dir).map_err(|error| io_error(error, "cannot sync", dir))?;
-    debug_assert!(files_under(&dir.join(SALVAGE_DIR)).is_empty());
-    Ok(())
+    sync_dir(dir).map_err(|error| io_error(error, "cannot sync", dir))
 }
 
 #[cfg(test)]

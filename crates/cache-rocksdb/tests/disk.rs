@@ -256,23 +256,6 @@ async fn the_accounting_stays_exact_across_a_reopen_overwrites_and_deletes() {
     assert_eq!(cache.stats().unwrap().deletes, 2);
 }
 
-/// Every file below `dir`, at any depth, with its size.
-fn files_below(dir: &Path) -> Vec<(PathBuf, u64)> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let metadata = entry.metadata().unwrap();
-            if metadata.is_dir() {
-                pending.push(entry.path());
-            } else {
-                found.push((entry.path(), metadata.len()));
-            }
-        }
-    }
-    found
-}
-
 /// Writes 50 entries, flushes, flips one byte in each of the two largest table files at
 /// `position(len)`, and reopens.
 async fn damage_two_tables(
@@ -331,7 +314,10 @@ async fn survey_after_damage(dir: &Path, cache: &RocksDbCache, bodies: &[Bytes])
         !dir.join("salvage").exists(),
         "a salvage directory was left"
     );
-    let on_disk: u64 = files_below(dir).iter().map(|(_, len)| len).sum();
+    let on_disk: u64 = cache_kit::files::files_under(dir)
+        .iter()
+        .map(|file| std::fs::metadata(file).map_or(0, |metadata| metadata.len()))
+        .sum();
     assert!(
         on_disk <= DAMAGE_CAPACITY + 2 * 1024 * 1024,
         "{on_disk} bytes on disk for a cap of {DAMAGE_CAPACITY}"

@@ -43,17 +43,7 @@ pub fn encode_parts(
     policy: &CachePolicy,
     metadata: &EntryMetadata,
 ) -> Result<Vec<u8>> {
-    let head = HeadRef::of_response(response);
-    let body = &response.body[..];
-    write_envelope(
-        &[],
-        key,
-        head,
-        PolicyRef::Decoded(policy),
-        metadata,
-        body.len() as u64,
-        Some(body),
-    )
+    encode_parts_with_prefix(&[], key, response, policy, metadata)
 }
 
 /// [`encode_parts`] behind `prefix`: the result is `prefix` followed by the envelope, in
