@@ -30,8 +30,9 @@ async fn instance(namespace: &str) -> Result<Instance, Box<dyn std::error::Error
     )?);
     let stack = TieredCache::builder()
         .tier(Tier::new(memory.clone()).with_ttl_scale(0.2))
-        // Shared: invalidations from the bus are not applied to it (the publisher did).
-        .tier(Tier::new(Arc::new(redis.clone())).shared())
+        // Redis declares itself shared: invalidations from the bus are not applied to it
+        // (the publisher did).
+        .tier(Tier::new(Arc::new(redis.clone())))
         .with_bus(Arc::new(redis.bus()))
         .build()
         .await?;

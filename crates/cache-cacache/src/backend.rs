@@ -83,6 +83,9 @@ impl CacheManager for CacacheCache {
             .with_size_bytes()
             .with_stats()
             .with_stores_bytes()
+            // An entry larger than the whole capacity is refused (its encoded bytes,
+            // key and tags counted).
+            .with_max_entry_bytes(self.inner.capacity_bytes)
     }
 
     fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<Option<Arc<CacheEntry>>>> {

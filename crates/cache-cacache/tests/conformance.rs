@@ -22,15 +22,12 @@ fn main() {
             .with_raw_storage(Arc::new(raw))
             .keep_alive(dir)
     })
-    // No Capabilities::max_entry_bytes declared yet (issue 15): when the backend declares
-    // it, the refused-put case runs and leaves this list.
     .expect_skipped([
         "health",
         "stream_round_trip",
         "stream_body_error_leaves_no_entry",
         "stream_length_mismatch_leaves_no_entry",
         "stream_dropped_put_leaves_no_entry",
-        "refused_put_leaves_no_entry",
     ])
     .run()
     .exit()

@@ -4,10 +4,13 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use cache_core::{CacheEntry, Error, ErrorKind, KeyPattern, Result, StatsCounters, TtlPolicy};
+// Poison-tolerant: the tag index stays consistent even if a holder panicked (every
+// update is one map call).
+use cache_kit::lock;
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
@@ -93,11 +96,6 @@ impl moka::Expiry<String, Stored> for EntryExpiry {
     }
 }
 
-fn lock(tags: &Mutex<TagIndex>) -> MutexGuard<'_, TagIndex> {
-    // The index stays consistent even if a holder panicked: every update is one map call.
-    tags.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// What an entry weighs against the capacity: its key and its size estimate.
 fn weight(key: &str, entry: &CacheEntry) -> u64 {

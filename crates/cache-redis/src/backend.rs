@@ -86,6 +86,10 @@ impl CacheManager for RedisCache {
             .with_health()
             .with_stats()
             .with_stores_bytes()
+            // RedisConfig::with_max_entry_bytes: the largest encoded value a put sends.
+            .with_max_entry_bytes(self.inner.config.max_entry_bytes)
+            // Every instance pointed at the server and namespace sees the same entries.
+            .with_shared()
     }
 
     fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<Option<Arc<CacheEntry>>>> {

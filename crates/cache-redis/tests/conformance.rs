@@ -38,15 +38,12 @@ fn main() -> std::process::ExitCode {
     })
     // Redis accounts its memory itself (no size_bytes); bodies live in one value (no
     // streaming).
-    // No Capabilities::max_entry_bytes declared yet (issue 15): when the backend declares
-    // it, the refused-put case runs and leaves this list.
     .expect_skipped([
         "size_bytes",
         "stream_round_trip",
         "stream_body_error_leaves_no_entry",
         "stream_length_mismatch_leaves_no_entry",
         "stream_dropped_put_leaves_no_entry",
-        "refused_put_leaves_no_entry",
     ]);
     let trials = conformance
         .trials()

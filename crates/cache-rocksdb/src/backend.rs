@@ -80,6 +80,9 @@ impl CacheManager for RocksDbCache {
             .with_size_bytes()
             .with_stats()
             .with_stores_bytes()
+            // An entry larger than the whole capacity is refused (key and encoded
+            // value counted).
+            .with_max_entry_bytes(self.inner.capacity_bytes)
     }
 
     fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<Option<Arc<CacheEntry>>>> {

@@ -62,10 +62,11 @@
 //!
 //! An entry in a damaged block is a miss, deleted when it is read; a damaged entry is
 //! never served. A database whose entries cannot be scanned past a damaged block is
-//! salvaged at open: the entries are copied into a new database that replaces the old
-//! one, skipping each damaged range (today the skip takes more than the damaged blocks:
-//! with 50 entries and one flipped byte in each of two table files, 32 were kept, where
-//! a RocksDB repair kept 16). A database RocksDB cannot open at all (a
+//! salvaged at open: every entry whose block can still be read is copied into a new
+//! database that replaces the old one, so only the entries of the damaged blocks are
+//! lost (with 50 entries and one flipped byte in each of two table files, 48 are kept,
+//! where a RocksDB repair kept 16), and no deleted entry comes back. A database
+//! RocksDB cannot open at all (a
 //! damaged manifest, or a table whose index cannot be read) is repaired by RocksDB,
 //! which drops the tables it cannot read; its archive of them (`lost/`) is removed, so
 //! the disk use stays within the documented margin.

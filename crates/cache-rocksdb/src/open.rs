@@ -4,11 +4,12 @@
 //! cannot be read) is repaired by RocksDB, which drops the tables it cannot read; the
 //! archive RocksDB keeps of them (`lost/`) is removed, so the cap on disk use holds. A
 //! database that opens but whose entries cannot be scanned past a damaged block is
-//! salvaged instead: the entries are copied into a new database, each damaged range is
-//! skipped by a search for the first key past it that can be read, and the new database
-//! replaces the old one. The search skips more than the damaged blocks: with 50 entries
-//! and one flipped byte in each of two table files, a salvage kept 32 (a repair, 16).
+//! salvaged instead: every entry whose newest version can still be read is copied into a
+//! new database, which replaces the old one. Only the entries of the damaged blocks are
+//! lost: with 50 entries and one flipped byte in each of two table files, a salvage keeps
+//! 48 (a repair kept 16).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
@@ -27,8 +28,8 @@ use rocksdb::{
 
 use crate::config::{Compression, RocksDbConfig};
 use crate::core::{
-    Accounting, ENTRIES, Inner, KEY_LOCK_STRIPES, NAME, Slots, WRITE_ORDER, db_error, is_expired,
-    sequence_of,
+    Accounting, ENTRIES, Inner, KEY_LOCK_STRIPES, NAME, SEQUENCE_LEN, Slots, WRITE_ORDER, db_error,
+    is_expired, sequence_of,
 };
 
 /// The directory (inside the database's) a salvage builds the new database in.
@@ -161,19 +162,19 @@ fn scan_read_options() -> ReadOptions {
     crate::core::scan_options()
 }
 
-/// The longest key the table files of the entries say they start or end with (a bound
-/// for the salvage's search; at least 16).
-fn live_key_len(db: &DB) -> usize {
+/// The longest key the table files of `column_family` say they start or end with (a
+/// bound for the salvage's search; at least `floor`).
+fn live_key_len(db: &DB, column_family: &str, floor: usize) -> usize {
     db.live_files()
         .unwrap_or_default()
         .iter()
-        .filter(|file| file.column_family_name == ENTRIES)
+        .filter(|file| file.column_family_name == column_family)
         .flat_map(|file| [file.start_key.as_ref(), file.end_key.as_ref()])
         .flatten()
         .map(Vec::len)
         .max()
         .unwrap_or(0)
-        .clamp(16, cache_core::MAX_KEY_LEN)
+        .clamp(floor, cache_core::MAX_KEY_LEN)
 }
 
 /// A key between `low` and `high` (as base-256 fractions: their mean) of at most
@@ -201,9 +202,75 @@ fn midpoint(low: &[u8], high: &[u8], max_len: usize) -> Option<Vec<u8>> {
     (middle.as_slice() > low && middle.as_slice() < high).then_some(middle)
 }
 
+/// Visits every record of `column_family` the scan can read, in key order, skipping each
+/// damaged range: past a block the iterator cannot read, the least key that can be read
+/// again is found by halving the range between a key whose seek fails and one whose seek
+/// does not (each probe on an iterator of its own: a failed one stays failed). Keys
+/// longer than `longest_key` need not be told apart.
+fn scan_readable(
+    db: &DB,
+    column_family: &rocksdb::ColumnFamily,
+    longest_key: usize,
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut iterator = db.raw_iterator_cf_opt(column_family, scan_read_options());
+    // Past every key: the upper bound of a search for where a damaged range ends.
+    let beyond: Vec<u8> = vec![0xff; longest_key + 1];
+    let mut last_good: Vec<u8> = Vec::new();
+    iterator.seek_to_first();
+    loop {
+        while iterator.valid() {
+            let (Some(key), Some(value)) = (iterator.key(), iterator.value()) else {
+                break;
+            };
+            visit(key, value)?;
+            last_good = key.to_vec();
+            iterator.next();
+        }
+        if iterator.status().is_ok() {
+            return Ok(());
+        }
+        let (mut failed, mut readable) = (last_good.clone(), beyond.clone());
+        let mut steps = 8 * (longest_key + 2);
+        while steps > 0 {
+            steps -= 1;
+            let Some(middle) = midpoint(&failed, &readable, longest_key + 1) else {
+                break;
+            };
+            let mut probe = db.raw_iterator_cf_opt(column_family, scan_read_options());
+            probe.seek(&middle);
+            if probe.status().is_ok() {
+                readable = middle;
+            } else {
+                failed = middle;
+            }
+        }
+        iterator = db.raw_iterator_cf_opt(column_family, scan_read_options());
+        iterator.seek(&readable);
+        if iterator.status().is_err() {
+            return Ok(());
+        }
+        // Never step back onto what was visited already.
+        while iterator.valid()
+            && iterator
+                .key()
+                .is_some_and(|key| key <= last_good.as_slice())
+        {
+            iterator.next();
+        }
+    }
+}
+
 /// Copies every entry of `db` that can be read into a new database in `salvage` (with
-/// write-order records rebuilt from the entries' sequences), skipping the damaged ranges,
-/// and marks it complete.
+/// write-order records rebuilt from the entries' sequences) and marks it complete.
+///
+/// A scan of the entries cannot read past a damaged block of any table file, so it
+/// misses the readable entries of the other files in the key range it skips. The keys
+/// to copy are therefore gathered from two scans (the entries' keys, and the keys the
+/// write-order records name, which live in table files of their own), and each is then
+/// read by a point lookup, which reads only the blocks that may hold that key: an entry
+/// is lost only when the block holding its newest version cannot be read. A lookup also
+/// honours deletions, so no deleted entry comes back.
 fn copy_readable(
     db: &DB,
     salvage: &Path,
@@ -215,6 +282,23 @@ fn copy_readable(
     let entries = db
         .cf_handle(ENTRIES)
         .expect("the entries column family is created at open");
+    let write_order = db
+        .cf_handle(WRITE_ORDER)
+        .expect("the write-order column family is created at open");
+    let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
+    scan_readable(db, entries, live_key_len(db, ENTRIES, 16), |key, _| {
+        keys.insert(key.to_vec());
+        Ok(())
+    })?;
+    scan_readable(
+        db,
+        write_order,
+        live_key_len(db, WRITE_ORDER, SEQUENCE_LEN),
+        |_, key| {
+            keys.insert(key.to_vec());
+            Ok(())
+        },
+    )?;
     let target = DB::open_cf_descriptors(
         options,
         salvage,
@@ -229,64 +313,23 @@ fn copy_readable(
             target.cf_handle(ENTRIES).expect("created above"),
             target.cf_handle(WRITE_ORDER).expect("created above"),
         );
-        let longest_key = live_key_len(db);
-        let mut iterator = db.raw_iterator_cf_opt(entries, scan_read_options());
-        // Past every key: the upper bound of a search for where a damaged range ends.
-        let beyond: Vec<u8> = vec![0xff; longest_key + 1];
-        let mut last_good: Vec<u8> = Vec::new();
         let mut batch = WriteBatch::default();
-        iterator.seek_to_first();
-        loop {
-            while iterator.valid() {
-                let (Some(key), Some(value)) = (iterator.key(), iterator.value()) else {
-                    break;
-                };
-                batch.put_cf(target_entries, key, value);
-                if let Some(sequence) = sequence_of(value) {
-                    batch.put_cf(target_order, sequence.to_be_bytes(), key);
-                }
-                last_good = key.to_vec();
-                if batch.len() >= 2 * SALVAGE_BATCH {
-                    target
-                        .write(std::mem::take(&mut batch))
-                        .map_err(|error| db_error(error, "cannot write the salvage"))?;
-                }
-                iterator.next();
+        for key in &keys {
+            let value = match db.get_cf_opt(entries, key, &scan_read_options()) {
+                Ok(Some(value)) => value,
+                // Deleted, or its block cannot be read: not copied.
+                Ok(None) => continue,
+                Err(error) if error.kind() == rocksdb::ErrorKind::Corruption => continue,
+                Err(error) => return Err(db_error(error, "cannot read an entry to salvage")),
+            };
+            batch.put_cf(target_entries, key, &value);
+            if let Some(sequence) = sequence_of(&value) {
+                batch.put_cf(target_order, sequence.to_be_bytes(), key);
             }
-            if iterator.status().is_ok() {
-                break;
-            }
-            // A damaged block after `last_good`: find the least key past it that can be
-            // read, by halving the range between a key whose seek fails and one whose
-            // seek does not (each probe on an iterator of its own: a failed one stays
-            // failed). Keys longer than any stored one need not be told apart.
-            let (mut failed, mut readable) = (last_good.clone(), beyond.clone());
-            let mut steps = 8 * (longest_key + 2);
-            while steps > 0 {
-                steps -= 1;
-                let Some(middle) = midpoint(&failed, &readable, longest_key + 1) else {
-                    break;
-                };
-                let mut probe = db.raw_iterator_cf_opt(entries, scan_read_options());
-                probe.seek(&middle);
-                if probe.status().is_ok() {
-                    readable = middle;
-                } else {
-                    failed = middle;
-                }
-            }
-            iterator = db.raw_iterator_cf_opt(entries, scan_read_options());
-            iterator.seek(&readable);
-            if iterator.status().is_err() {
-                break;
-            }
-            // Never step back onto what was copied already.
-            while iterator.valid()
-                && iterator
-                    .key()
-                    .is_some_and(|key| key <= last_good.as_slice())
-            {
-                iterator.next();
+            if batch.len() >= 2 * SALVAGE_BATCH {
+                target
+                    .write(std::mem::take(&mut batch))
+                    .map_err(|error| db_error(error, "cannot write the salvage"))?;
             }
         }
         target

@@ -336,9 +336,9 @@ async fn survey_after_damage(dir: &Path, cache: &RocksDbCache, bodies: &[Bytes])
 }
 
 /// Compressed blocks damaged in two tables: the scan at open cannot read past them. The
-/// database is salvaged (what can be read is copied, the damaged ranges skipped): no
-/// garbage is served, no archive is left, the cache takes writes. A RocksDB repair used
-/// to drop both tables whole and leave them archived in `lost/`.
+/// database is salvaged: only the entries of the damaged blocks are lost, no garbage is
+/// served, no archive is left, the cache takes writes. (A RocksDB repair dropped both
+/// tables whole and left them archived in `lost/`.)
 #[tokio::test]
 async fn damaged_blocks_in_two_tables_are_salvaged_without_an_archive() {
     let dir = tempfile::tempdir().unwrap();
@@ -350,7 +350,13 @@ async fn damaged_blocks_in_two_tables_are_salvaged_without_an_archive() {
     // A twentieth of the way in: a block whose damage stops the scan at open.
     let cache = damage_two_tables(dir.path(), &bodies, |len| len / 20).await;
     let misses = survey_after_damage(dir.path(), &cache, &bodies).await;
-    eprintln!("two flipped bytes lost {misses} of 50 entries");
+    // Every body is larger than a block, so each flipped byte damages one entry's block:
+    // at most those two entries are lost (one may survive a flip that decodes to the
+    // same bytes), every other entry is copied.
+    assert!(
+        misses <= 2,
+        "two flipped bytes lost {misses} of 50 entries, not only the damaged blocks"
+    );
 }
 
 /// A damaged table index: RocksDB cannot read that table at all and drops it, but its
@@ -385,7 +391,9 @@ async fn a_lost_write_order_is_rebuilt_and_never_reused() {
         put(cache.clone(), "k0").await;
         cache.size_bytes().await.unwrap()
     };
-    let capped = || config(dir.path()).with_capacity_bytes(3 * one_entry + 2);
+    // Room for three entries and not four: the encoded policy's timestamps vary in
+    // length by a few bytes, so the slack is half an entry rather than an exact fit.
+    let capped = || config(dir.path()).with_capacity_bytes(3 * one_entry + one_entry / 2);
     {
         let cache = RocksDbCache::open(capped()).await.unwrap();
         put(cache.clone(), "k1").await;

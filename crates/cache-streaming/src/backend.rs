@@ -142,6 +142,8 @@ impl CacheManager for StreamingCache {
             .with_stats()
             .with_streaming()
             .with_stores_bytes()
+            // A body (with its metadata) larger than the whole capacity is refused.
+            .with_max_entry_bytes(self.inner.capacity_bytes)
     }
 
     fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Result<Option<Arc<CacheEntry>>>> {

@@ -28,9 +28,7 @@ fn suite(name: &str, verification: ReadVerification) -> Conformance {
             .with_raw_storage(Arc::new(raw))
             .keep_alive(dir)
     })
-    // No Capabilities::max_entry_bytes declared yet (issue 15): when the store declares
-    // it, the refused-put case runs and leaves this list.
-    .expect_skipped(["health", "refused_put_leaves_no_entry"])
+    .expect_skipped(["health"])
 }
 
 fn main() {

@@ -53,7 +53,7 @@ async fn a_stopped_redis_tier_degrades_to_memory_and_is_used_again_after_a_resta
     let memory = Arc::new(MemoryCache::open(MemoryConfig::default()).unwrap());
     let stack = TieredCache::builder()
         .tier(Tier::new(memory.clone()))
-        .tier(Tier::new(Arc::new(redis.clone())).shared())
+        .tier(Tier::new(Arc::new(redis.clone())))
         .build()
         .await
         .unwrap();
@@ -111,7 +111,7 @@ async fn a_delete_on_one_stack_clears_the_other_stacks_memory_through_redis() {
         let memory = Arc::new(MemoryCache::open(MemoryConfig::default()).unwrap());
         let stack = TieredCache::builder()
             .tier(Tier::new(memory.clone()))
-            .tier(Tier::new(Arc::new(redis.clone())).shared())
+            .tier(Tier::new(Arc::new(redis.clone())))
             .with_bus(Arc::new(redis.bus()))
             .build()
             .await

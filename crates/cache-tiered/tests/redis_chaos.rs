@@ -95,7 +95,7 @@ async fn two_instances_stay_coherent_while_redis_is_frozen_killed_and_restarted(
             .tier(Tier::new(Arc::new(
                 MemoryCache::open(MemoryConfig::default()).unwrap(),
             )))
-            .tier(Tier::new(Arc::new(redis.clone())).shared())
+            .tier(Tier::new(Arc::new(redis.clone())))
             .with_bus(Arc::new(redis.bus()))
             .build()
             .await

@@ -190,40 +190,6 @@ async fn hit_rate_promotes_keys_hit_often_enough_and_not_others() {
 }
 
 #[tokio::test]
-async fn a_tier_skips_entries_over_its_size_limit_and_drops_older_versions() {
-    let (l1, l2) = (memory(), memory());
-    let stack = TieredCache::builder()
-        .tier(Tier::new(l1.clone()).with_max_entry_bytes(4 * 1024))
-        .tier(Tier::new(l2.clone()))
-        .build()
-        .await
-        .unwrap();
-    put_into(&stack, "k", b"small", ttl(100)).await;
-    assert!(l1.get_entry("k").unwrap().is_some());
-
-    let (big, policy) = fixture("k", vec![7u8; 16 * 1024]);
-    stack.put("k", big, policy, ttl(100)).await.unwrap();
-    assert!(
-        l1.get_entry("k").unwrap().is_none(),
-        "the old small version is gone"
-    );
-    assert_eq!(
-        l2.get_entry("k").unwrap().unwrap().response.body.len(),
-        16 * 1024
-    );
-
-    // Served from L2 and not promoted into L1.
-    assert_eq!(
-        stack.get("k").await.unwrap().unwrap().response.body.len(),
-        16 * 1024
-    );
-    assert!(l1.get_entry("k").unwrap().is_none());
-    let stats = stack.stats();
-    assert_eq!(stats.promotions, 0);
-    assert_eq!((stats.tiers[0].puts, stats.tiers[1].puts), (1, 2));
-}
-
-#[tokio::test]
 async fn puts_and_promotions_admit_by_the_same_size() {
     let (response, policy) = fixture("edge", Bytes::from_static(b"exactly at the limit"));
     let limit = CacheEntry::approximate_size_of(&response, &[]) as u64;

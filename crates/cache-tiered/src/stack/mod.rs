@@ -104,11 +104,9 @@ impl StackInner {
     }
 }
 
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+/// The stack's mutexes guard state that every update leaves consistent, so a panic of
+/// a holder does not make it unusable.
+pub(crate) use cache_kit::lock;
 
 /// A stack of cache tiers, fastest first, that is itself a [`CacheManager`].
 ///
