@@ -96,7 +96,6 @@ impl moka::Expiry<String, Stored> for EntryExpiry {
     }
 }
 
-
 /// What an entry weighs against the capacity: its key and its size estimate.
 fn weight(key: &str, entry: &CacheEntry) -> u64 {
     (key.len() + entry.approximate_size()) as u64
