@@ -279,7 +279,7 @@ impl Contender for MultiTierCache {
     }
 
     fn first_tier_hits(&self) -> Option<u64> {
-        Some(self.manager.get_stats().l1_hits as u64)
+        Some(self.manager.get_stats().l1_hits)
     }
 }
 
