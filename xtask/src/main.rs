@@ -20,7 +20,7 @@ const TASKS: &[(&str, &str)] = &[
     ),
     (
         "bench [FILTER] [--rounds N] [--no-rocksdb]",
-        "the criterion benchmarks of cache-bench, then a table of medians and ratios (--no-rocksdb: without the RocksDB bench and its C++ build)",
+        "the criterion benchmarks of cache-bench, then a table of medians and ratios (--no-rocksdb: without the RocksDB bench and its C++ build); `bench peers`: ours against the peer crates, whole systems",
     ),
     (
         "soak [--minutes N]",
@@ -293,6 +293,22 @@ fn bench(args: &[String]) -> TaskResult {
         } else {
             filter = Some(word.clone());
         }
+    }
+    if filter.as_deref() == Some("peers") {
+        // The whole-system comparison keeps its own rounds (alternating order) and
+        // prints its own table of ops/s and latency percentiles.
+        let mut command = cargo();
+        command.args([
+            "bench",
+            "-p",
+            "cache-bench",
+            "--bench",
+            "peers",
+            "--",
+            "peers",
+        ]);
+        command.args(["--rounds", &rounds.to_string()]);
+        return run(command);
     }
     // Machines are noisy: each round runs every contender once; the table reports the
     // median over rounds of criterion's median, and the median over rounds of the ratio

@@ -54,6 +54,16 @@ enum Lookup {
     Miss,
 }
 
+impl<T> From<Option<T>> for Lookup {
+    fn from(found: Option<T>) -> Self {
+        if found.is_some() {
+            Self::Hit
+        } else {
+            Self::Miss
+        }
+    }
+}
+
 /// What the workloads need of a contender.
 trait Contender: Send + Sync {
     /// Reads `key`.
@@ -131,12 +141,7 @@ impl Ours {
 
 impl Contender for Ours {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Lookup> {
-        Box::pin(async move {
-            match self.stack.get(key).await.expect("get") {
-                Some(_) => Lookup::Hit,
-                None => Lookup::Miss,
-            }
-        })
+        Box::pin(async move { self.stack.get(key).await.expect("get").into() })
     }
 
     fn set<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()> {
@@ -228,12 +233,7 @@ impl MultiTierCache {
 
 impl Contender for MultiTierCache {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Lookup> {
-        Box::pin(async move {
-            match self.manager.get(key).await.expect("get") {
-                Some(_) => Lookup::Hit,
-                None => Lookup::Miss,
-            }
-        })
+        Box::pin(async move { self.manager.get(key).await.expect("get").into() })
     }
 
     fn set<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()> {
@@ -330,12 +330,7 @@ impl TowerHttpCache {
 impl Contender for TowerHttpCache {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Lookup> {
         use tower_http_cache::backend::CacheBackend as _;
-        Box::pin(async move {
-            match self.backend.get(key).await.expect("get") {
-                Some(_) => Lookup::Hit,
-                None => Lookup::Miss,
-            }
-        })
+        Box::pin(async move { self.backend.get(key).await.expect("get").into() })
     }
 
     fn set<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()> {
@@ -571,10 +566,10 @@ const DISK_CONTENDERS: [&str; 4] = [
     "http-cache CACacheManager (disk only)",
 ];
 
-/// Where a contender keeps what it needs while it lives (a directory).
+/// A contender and the directory it keeps its files in while it lives.
 struct Built {
     contender: Box<dyn Contender>,
-    _dir: Option<tempfile::TempDir>,
+    _dir: tempfile::TempDir,
 }
 
 async fn build(family: Family, name: &str, server: &RedisServer, first_tier: usize) -> Built {
@@ -612,7 +607,7 @@ async fn build(family: Family, name: &str, server: &RedisServer, first_tier: usi
     };
     Built {
         contender,
-        _dir: Some(dir),
+        _dir: dir,
     }
 }
 

@@ -175,6 +175,10 @@ async fn a_put_refused_as_too_large_leaves_no_entry_under_the_key() {
     let cache = RedisCache::connect(common::config(&url, "too-large").with_max_entry_bytes(4096))
         .await
         .unwrap();
+    // The limit is declared (the tiered stack reads it), and so is the tier's sharing.
+    let capabilities = cache.capabilities();
+    assert_eq!(capabilities.max_entry_bytes, Some(4096));
+    assert!(capabilities.shared);
     let mut plain = common::plain_connection(&url).await;
     let small = || Bytes::from_static(b"small");
     let large = || Bytes::from(vec![b'x'; 8192]);

@@ -261,16 +261,52 @@ fn scan_readable(
     }
 }
 
+/// The new database of a salvage, written in batches.
+struct SalvageWriter<'a> {
+    target: &'a DB,
+    entries: &'a rocksdb::ColumnFamily,
+    write_order: &'a rocksdb::ColumnFamily,
+    batch: WriteBatch,
+}
+
+impl SalvageWriter<'_> {
+    /// Copies one entry, with the write-order record its sequence names.
+    fn copy(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.batch.put_cf(self.entries, key, value);
+        if let Some(sequence) = sequence_of(value) {
+            self.batch
+                .put_cf(self.write_order, sequence.to_be_bytes(), key);
+        }
+        if self.batch.len() >= 2 * SALVAGE_BATCH {
+            self.target
+                .write(std::mem::take(&mut self.batch))
+                .map_err(|error| db_error(error, "cannot write the salvage"))?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and flushes the new database's tables.
+    fn finish(self) -> Result<()> {
+        self.target
+            .write(self.batch)
+            .map_err(|error| db_error(error, "cannot write the salvage"))?;
+        self.target
+            .flush_cf(self.entries)
+            .and_then(|()| self.target.flush_cf(self.write_order))
+            .map_err(|error| db_error(error, "cannot flush the salvage"))
+    }
+}
+
 /// Copies every entry of `db` that can be read into a new database in `salvage` (with
 /// write-order records rebuilt from the entries' sequences) and marks it complete.
 ///
 /// A scan of the entries cannot read past a damaged block of any table file, so it
-/// misses the readable entries of the other files in the key range it skips. The keys
-/// to copy are therefore gathered from two scans (the entries' keys, and the keys the
-/// write-order records name, which live in table files of their own), and each is then
-/// read by a point lookup, which reads only the blocks that may hold that key: an entry
-/// is lost only when the block holding its newest version cannot be read. A lookup also
-/// honours deletions, so no deleted entry comes back.
+/// misses the readable entries of the other files in the key range it skips. What the
+/// scan reads is copied as it is read; the keys the write-order records name (they live
+/// in table files of their own) that the scan did not reach are then read by a point
+/// lookup, which reads only the blocks that may hold that key. So an entry is lost only
+/// when the block holding its newest version cannot be read, and since the scan and the
+/// lookups both honour deletions, no deleted entry comes back.
 fn copy_readable(
     db: &DB,
     salvage: &Path,
@@ -285,20 +321,6 @@ fn copy_readable(
     let write_order = db
         .cf_handle(WRITE_ORDER)
         .expect("the write-order column family is created at open");
-    let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
-    scan_readable(db, entries, live_key_len(db, ENTRIES, 16), |key, _| {
-        keys.insert(key.to_vec());
-        Ok(())
-    })?;
-    scan_readable(
-        db,
-        write_order,
-        live_key_len(db, WRITE_ORDER, SEQUENCE_LEN),
-        |_, key| {
-            keys.insert(key.to_vec());
-            Ok(())
-        },
-    )?;
     let target = DB::open_cf_descriptors(
         options,
         salvage,
@@ -309,36 +331,39 @@ fn copy_readable(
     )
     .map_err(|error| db_error(error, "cannot create the salvage database"))?;
     {
-        let (target_entries, target_order) = (
-            target.cf_handle(ENTRIES).expect("created above"),
-            target.cf_handle(WRITE_ORDER).expect("created above"),
-        );
-        let mut batch = WriteBatch::default();
-        for key in &keys {
-            let value = match db.get_cf_opt(entries, key, &scan_read_options()) {
-                Ok(Some(value)) => value,
+        let mut writer = SalvageWriter {
+            target: &target,
+            entries: target.cf_handle(ENTRIES).expect("created above"),
+            write_order: target.cf_handle(WRITE_ORDER).expect("created above"),
+            batch: WriteBatch::default(),
+        };
+        let mut copied: BTreeSet<Vec<u8>> = BTreeSet::new();
+        scan_readable(db, entries, live_key_len(db, ENTRIES, 16), |key, value| {
+            copied.insert(key.to_vec());
+            writer.copy(key, value)
+        })?;
+        let mut missed: BTreeSet<Vec<u8>> = BTreeSet::new();
+        scan_readable(
+            db,
+            write_order,
+            live_key_len(db, WRITE_ORDER, SEQUENCE_LEN),
+            |_, key| {
+                if !copied.contains(key) {
+                    missed.insert(key.to_vec());
+                }
+                Ok(())
+            },
+        )?;
+        for key in &missed {
+            match db.get_cf_opt(entries, key, &scan_read_options()) {
+                Ok(Some(value)) => writer.copy(key, &value)?,
                 // Deleted, or its block cannot be read: not copied.
-                Ok(None) => continue,
-                Err(error) if error.kind() == rocksdb::ErrorKind::Corruption => continue,
+                Ok(None) => {}
+                Err(error) if error.kind() == rocksdb::ErrorKind::Corruption => {}
                 Err(error) => return Err(db_error(error, "cannot read an entry to salvage")),
-            };
-            batch.put_cf(target_entries, key, &value);
-            if let Some(sequence) = sequence_of(&value) {
-                batch.put_cf(target_order, sequence.to_be_bytes(), key);
-            }
-            if batch.len() >= 2 * SALVAGE_BATCH {
-                target
-                    .write(std::mem::take(&mut batch))
-                    .map_err(|error| db_error(error, "cannot write the salvage"))?;
             }
         }
-        target
-            .write(batch)
-            .map_err(|error| db_error(error, "cannot write the salvage"))?;
-        target
-            .flush_cf(target_entries)
-            .and_then(|()| target.flush_cf(target_order))
-            .map_err(|error| db_error(error, "cannot flush the salvage"))?;
+        writer.finish()?;
     }
     drop(target);
     let names: Vec<String> = std::fs::read_dir(salvage)

@@ -256,11 +256,13 @@ async fn the_accounting_stays_exact_across_a_reopen_overwrites_and_deletes() {
     assert_eq!(cache.stats().unwrap().deletes, 2);
 }
 
-/// Writes 50 entries, flushes, flips one byte in each of the two largest table files at
+/// Writes 50 entries, deletes the keys numbered in `deleted` after their entries reached
+/// a table file, flushes, flips one byte in each of the two largest table files at
 /// `position(len)`, and reopens.
 async fn damage_two_tables(
     dir: &Path,
     bodies: &[Bytes],
+    deleted: &[usize],
     position: impl Fn(u64) -> u64,
 ) -> RocksDbCache {
     let config = || {
@@ -276,6 +278,14 @@ async fn damage_two_tables(
                 .put(&format!("k{n:02}"), cached.clone(), policy(&cached), hour())
                 .await
                 .unwrap();
+        }
+        if !deleted.is_empty() {
+            // The entries go to a table file first, so only the deletions' tombstones
+            // keep them from being read.
+            cache.raw_access().flush().unwrap();
+            for n in deleted {
+                cache.delete(&format!("k{n:02}")).await.unwrap();
+            }
         }
         cache.raw_access().flush().unwrap();
     }
@@ -348,7 +358,7 @@ async fn damaged_blocks_in_two_tables_are_salvaged_without_an_archive() {
         .map(|n| Bytes::from(format!("entry {n:02} of the damage test; ").repeat(500)))
         .collect();
     // A twentieth of the way in: a block whose damage stops the scan at open.
-    let cache = damage_two_tables(dir.path(), &bodies, |len| len / 20).await;
+    let cache = damage_two_tables(dir.path(), &bodies, &[], |len| len / 20).await;
     let misses = survey_after_damage(dir.path(), &cache, &bodies).await;
     // Every body is larger than a block, so each flipped byte damages one entry's block:
     // at most those two entries are lost (one may survive a flip that decodes to the
@@ -359,6 +369,30 @@ async fn damaged_blocks_in_two_tables_are_salvaged_without_an_archive() {
     );
 }
 
+/// Entries deleted before the damage stay deleted after the salvage: their older versions
+/// in the table files are not copied back.
+#[tokio::test]
+async fn a_salvage_brings_no_deleted_entry_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let bodies: Vec<Bytes> = (0..50)
+        .map(|n| Bytes::from(format!("entry {n:02} of the damage test; ").repeat(500)))
+        .collect();
+    let deleted = [3, 17, 31, 44];
+    let cache = damage_two_tables(dir.path(), &bodies, &deleted, |len| len / 20).await;
+    for n in deleted {
+        let key = format!("k{n:02}");
+        assert!(
+            cache.get(&key).await.unwrap().is_none(),
+            "{key} was deleted and came back"
+        );
+    }
+    let misses = survey_after_damage(dir.path(), &cache, &bodies).await;
+    assert!(
+        misses <= deleted.len() + 2,
+        "{misses} of 50 missing: more than the deleted ones and two damaged blocks"
+    );
+}
+
 /// A damaged table index: RocksDB cannot read that table at all and drops it, but its
 /// archive does not stay behind the size cap's back.
 #[tokio::test]
@@ -366,7 +400,7 @@ async fn tables_dropped_by_a_repair_leave_no_archive() {
     let dir = tempfile::tempdir().unwrap();
     let bodies: Vec<Bytes> = (0..50).map(|_| random_bytes(16 * 1024)).collect();
     // The last kilobyte holds the table's index, properties and footer.
-    let cache = damage_two_tables(dir.path(), &bodies, |len| len - 200).await;
+    let cache = damage_two_tables(dir.path(), &bodies, &[], |len| len - 200).await;
     survey_after_damage(dir.path(), &cache, &bodies).await;
 }
 

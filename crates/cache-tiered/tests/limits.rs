@@ -40,6 +40,16 @@ async fn put(stack: &TieredCache, key: &str, body_len: usize) {
     stack.put(key, response, policy, ttl(100)).await.unwrap();
 }
 
+/// A stack of `l1` over `l2`, nothing else set.
+async fn two_tiers(l1: Tier, l2: Tier) -> TieredCache {
+    TieredCache::builder()
+        .tier(l1)
+        .tier(l2)
+        .build()
+        .await
+        .unwrap()
+}
+
 /// Puts a small and then a 16 KiB entry through a stack whose L1 takes at most 4 KiB:
 /// the big one skips L1 (and drops its small version there), lands in L2, is served
 /// from L2 and not promoted, with no error anywhere.
@@ -73,8 +83,10 @@ async fn large_entries_skip_the_limited_tier(
     assert_eq!(stats.errors, 0);
     assert_eq!((stats.tiers[0].puts, stats.tiers[1].puts), (1, 2));
     assert_eq!((stats.tiers[0].errors, stats.tiers[1].errors), (0, 0));
-    // L1 saw the small put and one get (a miss); the big put never reached it.
     assert_eq!((stats.tiers[0].hits, stats.tiers[1].hits), (0, 1));
+    // L1 saw the small put and one get (a miss); the big put never reached it.
+    let l1_stats = l1.stats().unwrap();
+    assert_eq!((l1_stats.puts, l1_stats.misses), (1, 3));
 }
 
 #[tokio::test]
@@ -82,12 +94,7 @@ async fn a_tier_is_skipped_for_entries_over_its_backends_declared_limit() {
     // L1 declares 4 KiB; nothing is set on the tier.
     let (l1, l2) = (memory_limited_to(4 * 1024), memory());
     assert_eq!(l1.capabilities().max_entry_bytes, Some(4 * 1024));
-    let stack = TieredCache::builder()
-        .tier(Tier::new(l1.clone()))
-        .tier(Tier::new(l2.clone()))
-        .build()
-        .await
-        .unwrap();
+    let stack = two_tiers(Tier::new(l1.clone()), Tier::new(l2.clone())).await;
     large_entries_skip_the_limited_tier(&stack, &l1, &l2).await;
 }
 
@@ -95,12 +102,11 @@ async fn a_tier_is_skipped_for_entries_over_its_backends_declared_limit() {
 async fn a_tier_is_skipped_for_entries_over_the_limit_set_on_it() {
     // L1 declares no limit of its own (beyond its capacity); the tier sets 4 KiB.
     let (l1, l2) = (memory(), memory());
-    let stack = TieredCache::builder()
-        .tier(Tier::new(l1.clone()).with_max_entry_bytes(4 * 1024))
-        .tier(Tier::new(l2.clone()))
-        .build()
-        .await
-        .unwrap();
+    let stack = two_tiers(
+        Tier::new(l1.clone()).with_max_entry_bytes(4 * 1024),
+        Tier::new(l2.clone()),
+    )
+    .await;
     large_entries_skip_the_limited_tier(&stack, &l1, &l2).await;
 }
 
@@ -109,12 +115,7 @@ async fn the_declared_limit_admits_exactly_what_the_backend_stores() {
     let (response, policy) = fixture("edge", Bytes::from_static(b"exactly at the limit"));
     let limit = CacheEntry::approximate_size_of(&response, &[]) as u64;
     let (l1, l2) = (memory_limited_to(limit), memory());
-    let stack = TieredCache::builder()
-        .tier(Tier::new(l1.clone()))
-        .tier(Tier::new(l2.clone()))
-        .build()
-        .await
-        .unwrap();
+    let stack = two_tiers(Tier::new(l1.clone()), Tier::new(l2.clone())).await;
     stack.put("edge", response, policy, ttl(100)).await.unwrap();
     assert!(
         l1.get_entry("edge").unwrap().is_some(),
@@ -137,12 +138,11 @@ async fn the_declared_limit_admits_exactly_what_the_backend_stores() {
 async fn a_tier_setting_lowers_the_declared_limit_and_never_raises_it() {
     // Declared 64 KiB, lowered to 4 KiB on the tier: a 16 KiB entry skips it.
     let (lowered, l2) = (memory_limited_to(64 * 1024), memory());
-    let stack = TieredCache::builder()
-        .tier(Tier::new(lowered.clone()).with_max_entry_bytes(4 * 1024))
-        .tier(Tier::new(l2.clone()))
-        .build()
-        .await
-        .unwrap();
+    let stack = two_tiers(
+        Tier::new(lowered.clone()).with_max_entry_bytes(4 * 1024),
+        Tier::new(l2.clone()),
+    )
+    .await;
     put(&stack, "k", 16 * 1024).await;
     assert!(lowered.get_entry("k").unwrap().is_none());
     assert_eq!(stack.stats().tiers[0].puts, 0);
@@ -150,12 +150,11 @@ async fn a_tier_setting_lowers_the_declared_limit_and_never_raises_it() {
     // Declared 4 KiB, "raised" to 1 MiB on the tier: the backend's limit holds, and the
     // stack still skips the tier instead of meeting a refusal.
     let (declared, l2) = (memory_limited_to(4 * 1024), memory());
-    let stack = TieredCache::builder()
-        .tier(Tier::new(declared.clone()).with_max_entry_bytes(1 << 20))
-        .tier(Tier::new(l2.clone()))
-        .build()
-        .await
-        .unwrap();
+    let stack = two_tiers(
+        Tier::new(declared.clone()).with_max_entry_bytes(1 << 20),
+        Tier::new(l2.clone()),
+    )
+    .await;
     put(&stack, "k", 16 * 1024).await;
     assert!(declared.get_entry("k").unwrap().is_none());
     let stats = stack.stats();
@@ -167,21 +166,19 @@ async fn a_tier_setting_lowers_the_declared_limit_and_never_raises_it() {
 
 #[tokio::test]
 async fn the_stack_declares_its_largest_tier_limit() {
-    let stack = TieredCache::builder()
-        .tier(Tier::new(memory_limited_to(4 * 1024)))
-        .tier(Tier::new(memory_limited_to(64 * 1024)))
-        .build()
-        .await
-        .unwrap();
+    let stack = two_tiers(
+        Tier::new(memory_limited_to(4 * 1024)),
+        Tier::new(memory_limited_to(64 * 1024)),
+    )
+    .await;
     assert_eq!(stack.capabilities().max_entry_bytes, Some(64 * 1024));
 
     // A tier setting counts as the tier's limit.
-    let stack = TieredCache::builder()
-        .tier(Tier::new(memory_limited_to(4 * 1024)))
-        .tier(Tier::new(memory()).with_max_entry_bytes(32 * 1024))
-        .build()
-        .await
-        .unwrap();
+    let stack = two_tiers(
+        Tier::new(memory_limited_to(4 * 1024)),
+        Tier::new(memory()).with_max_entry_bytes(32 * 1024),
+    )
+    .await;
     assert_eq!(stack.capabilities().max_entry_bytes, Some(32 * 1024));
 
     // A tier without a limit makes the stack's none.
@@ -189,12 +186,7 @@ async fn the_stack_declares_its_largest_tier_limit() {
     without_limit.max_entry_bytes = None;
     let unlimited =
         Arc::new(ChaosTier::new("unlimited", memory()).with_capabilities(without_limit));
-    let stack = TieredCache::builder()
-        .tier(Tier::new(memory_limited_to(4 * 1024)))
-        .tier(Tier::new(unlimited))
-        .build()
-        .await
-        .unwrap();
+    let stack = two_tiers(Tier::new(memory_limited_to(4 * 1024)), Tier::new(unlimited)).await;
     assert_eq!(stack.capabilities().max_entry_bytes, None);
 }
 
@@ -274,12 +266,7 @@ async fn a_tier_neither_declared_nor_marked_shared_is_invalidated_by_other_insta
 #[tokio::test]
 async fn a_put_no_tier_takes_fails_too_large_and_leaves_the_key_in_no_tier() {
     let (l1, l2) = (memory_limited_to(4 * 1024), memory_limited_to(16 * 1024));
-    let stack = TieredCache::builder()
-        .tier(Tier::new(l1.clone()))
-        .tier(Tier::new(l2.clone()))
-        .build()
-        .await
-        .unwrap();
+    let stack = two_tiers(Tier::new(l1.clone()), Tier::new(l2.clone())).await;
     assert_eq!(stack.capabilities().max_entry_bytes, Some(16 * 1024));
     put(&stack, "k", 100).await;
     let (big, big_policy) = fixture("k", vec![7u8; 32 * 1024]);
