@@ -739,7 +739,12 @@ impl Workload {
             (Self::Zipf, Family::Disk) => {
                 "Zipf(1.0) over 20,000 keys, L1 2,000 entries, 90% get / 10% set, 64 tasks (memory over disk)"
             }
-            (Self::Stampede, _) => "cold-key stampede: 1,000 concurrent misses, 5 ms fetch",
+            (Self::Stampede, Family::Redis) => {
+                "cold-key stampede: 1,000 concurrent misses, 5 ms fetch (memory over Redis)"
+            }
+            (Self::Stampede, Family::Disk) => {
+                "cold-key stampede: 1,000 concurrent misses, 5 ms fetch (memory over disk)"
+            }
         }
     }
 }
@@ -811,8 +816,10 @@ async fn run(
             outcome.first_tier_ratio = ratio(hits_before, contender.first_tier_hits(), &outcome);
             outcome
         }
-        Workload::Set => {
-            one_task(op_time, |n| {
+        Workload::Set => Outcome {
+            // Writes only: no read for a first tier to answer.
+            reads: None,
+            ..one_task(op_time, |n| {
                 let contender = Arc::clone(&contender);
                 async move {
                     let key = key(n % HOT_KEYS);
@@ -822,7 +829,7 @@ async fn run(
                 }
             })
             .await
-        }
+        },
         Workload::Set64 => sets_64(&contender, op_time).await,
         Workload::Zipf => {
             contender.drop_from_first_tier(&key(0))?.await;
@@ -1138,7 +1145,10 @@ fn main() {
             let pick = |field: fn(&Outcome) -> f64| median(outcomes.iter().map(field).collect());
             let ops = pick(|o| o.ops_per_second);
             let ratios: Vec<f64> = outcomes.iter().filter_map(|o| o.first_tier_ratio).collect();
-            let first_tier = if ratios.len() == outcomes.len() {
+            let first_tier = if outcomes.iter().all(|o| o.reads.is_none()) {
+                // A workload without reads.
+                "-".to_owned()
+            } else if ratios.len() == outcomes.len() {
                 format!("{:.1} %", 100.0 * median(ratios))
             } else {
                 "not reported".to_owned()
