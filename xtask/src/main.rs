@@ -20,7 +20,7 @@ const TASKS: &[(&str, &str)] = &[
     ),
     (
         "bench [FILTER] [--rounds N] [--no-rocksdb]",
-        "the criterion benchmarks of cache-bench, then a table of medians and ratios (--no-rocksdb: without the RocksDB bench and its C++ build); `bench peers`: ours against the peer crates, whole systems",
+        "the criterion benchmarks of cache-bench, then a table of medians and ratios (--no-rocksdb: without the RocksDB bench and its C++ build); `bench peers [--rounds N] [--only TEXT] [--contenders TEXT]`: ours against the peer crates, whole systems",
     ),
     (
         "soak [--minutes N]",
@@ -277,6 +277,15 @@ fn soak(args: &[String]) -> TaskResult {
 }
 
 fn bench(args: &[String]) -> TaskResult {
+    if args.first().map(String::as_str) == Some("peers") {
+        // The whole-system comparison keeps its own rounds (alternating order), prints
+        // its own table of ops/s and latency percentiles and reads its own options
+        // (--rounds, --only, --contenders, --op-seconds, --zipf-seconds).
+        let mut command = cargo();
+        command.args(["bench", "-p", "cache-bench", "--bench", "peers", "--"]);
+        command.args(args);
+        return run(command);
+    }
     let mut filter = None;
     let mut rounds = 3usize;
     let mut with_rocksdb = true;
@@ -293,22 +302,6 @@ fn bench(args: &[String]) -> TaskResult {
         } else {
             filter = Some(word.clone());
         }
-    }
-    if filter.as_deref() == Some("peers") {
-        // The whole-system comparison keeps its own rounds (alternating order) and
-        // prints its own table of ops/s and latency percentiles.
-        let mut command = cargo();
-        command.args([
-            "bench",
-            "-p",
-            "cache-bench",
-            "--bench",
-            "peers",
-            "--",
-            "peers",
-        ]);
-        command.args(["--rounds", &rounds.to_string()]);
-        return run(command);
     }
     // Machines are noisy: each round runs every contender once; the table reports the
     // median over rounds of criterion's median, and the median over rounds of the ratio

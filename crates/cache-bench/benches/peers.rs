@@ -11,6 +11,10 @@
 //! (each one an origin fetch that is then stored), and the growth of the process's peak
 //! resident set while the contender ran.
 //!
+//! `--only TEXT` runs only the workloads whose title contains `TEXT` (for example
+//! `--only Zipf`), `--contenders TEXT` only the contenders whose name contains it;
+//! `--op-seconds S` and `--zipf-seconds S` set how long each measurement runs.
+//!
 //! What is stored differs, and the table says so. Ours stores an HTTP response (status,
 //! 10 headers, the URL, the `CachePolicy`) with a checksum; "ours, equal bytes" stores the
 //! same 16 KiB body with no headers, the closest our stack comes to the peers that store
@@ -753,6 +757,10 @@ struct Settings {
     rounds: usize,
     op_seconds: f64,
     zipf_seconds: f64,
+    /// Only the workloads whose title contains this (`--only`), and only the contenders
+    /// whose name contains `contenders` (`--contenders`).
+    only: Option<String>,
+    contenders: Option<String>,
 }
 
 /// Runs one workload on one freshly built contender; `None` when the contender has no
@@ -1029,6 +1037,8 @@ fn parse_settings(args: &[String]) -> Settings {
         rounds: 3,
         op_seconds: 2.0,
         zipf_seconds: 10.0,
+        only: None,
+        contenders: None,
     };
     let mut words = args.iter();
     while let Some(word) = words.next() {
@@ -1043,6 +1053,8 @@ fn parse_settings(args: &[String]) -> Settings {
             "--rounds" => settings.rounds = value(&mut words) as usize,
             "--op-seconds" => settings.op_seconds = value(&mut words),
             "--zipf-seconds" => settings.zipf_seconds = value(&mut words),
+            "--only" => settings.only = words.next().cloned(),
+            "--contenders" => settings.contenders = words.next().cloned(),
             _ => {}
         }
     }
@@ -1084,7 +1096,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let plan: Vec<(Workload, Family)> = vec![
+    let mut plan: Vec<(Workload, Family)> = vec![
         (Workload::FirstTierHit, Family::Redis),
         (Workload::LowerTierHit, Family::Redis),
         (Workload::Set, Family::Redis),
@@ -1095,6 +1107,9 @@ fn main() {
         (Workload::Stampede, Family::Redis),
         (Workload::Stampede, Family::Disk),
     ];
+    if let Some(only) = &settings.only {
+        plan.retain(|(workload, family)| workload.title(*family).contains(only.as_str()));
+    }
     let mut results: BTreeMap<(usize, &'static str), Vec<Outcome>> = BTreeMap::new();
     for round in 0..settings.rounds {
         for (index, &(workload, family)) in plan.iter().enumerate() {
@@ -1103,6 +1118,9 @@ fn main() {
                 Family::Disk => &DISK_CONTENDERS,
             };
             let mut order = names.to_vec();
+            if let Some(contenders) = &settings.contenders {
+                order.retain(|name| name.contains(contenders.as_str()));
+            }
             if round % 2 == 1 {
                 order.reverse();
             }

@@ -81,7 +81,8 @@ impl StreamingConfig {
     }
 
     /// How many bytes of an incoming body are gathered before they are hashed and written
-    /// (one batch is written while the next is gathered, so a put holds about two).
+    /// (batches are written and hashed while the next ones are gathered, so a put holds
+    /// about four).
     /// Clamped to 4 KiB ..= 64 MiB. Default: 1 MiB.
     #[must_use]
     pub fn with_write_batch_bytes(mut self, write_batch_bytes: usize) -> Self {

@@ -1,16 +1,17 @@
 //! Writing a body: temporary files that clean up after themselves, and a writer that
-//! writes and hashes each batch on two blocking threads while the next one arrives.
+//! writes and hashes each batch on two blocking lanes while the next one arrives.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::hash::Hasher as _;
 use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use cache_core::{Error, ErrorKind, Result};
 use sha2::{Digest, Sha256};
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
 use twox_hash::XxHash3_64 as Xxh3;
 
 use cache_kit::files::remove_file_if_present;
@@ -137,25 +138,197 @@ impl BodyHasher {
     }
 }
 
-/// The write of one batch (with the xxh3 of what it wrote) and its SHA-256, running on
-/// two blocking threads at once.
-struct InFlight {
-    writer: JoinHandle<std::io::Result<(std::fs::File, Xxh3)>>,
-    hasher: JoinHandle<(Sha256, u64)>,
+/// Batches a lane may hold queued (besides the one it is working on) before the
+/// producer waits.
+const QUEUED_BATCHES: usize = 1;
+
+/// How long a lane's blocking job waits for the next batch before it gives its thread
+/// back. A fast upstream keeps one job running for the whole body; a slow one holds no
+/// thread between its batches.
+const LINGER: Duration = Duration::from_millis(2);
+
+/// What a lane does with each batch.
+type Work<S> = fn(&mut S, &[Bytes]) -> std::io::Result<()>;
+
+/// The part of a lane behind its lock.
+struct LaneState<S> {
+    queue: VecDeque<Arc<[Bytes]>>,
+    /// The lane's state (the file, a hash) while no job holds it.
+    state: Option<S>,
+    running: bool,
+    closed: bool,
+    failed: Option<std::io::Error>,
+}
+
+struct LaneShared<S> {
+    inner: Mutex<LaneState<S>>,
+    /// Signalled when a batch is queued or the lane is closed (the job waits on it).
+    arrived: Condvar,
+    /// Signalled when the job takes a batch or stops (the producer waits on it).
+    progressed: Notify,
+    work: Work<S>,
+}
+
+/// One stage of the write pipeline (the file write, or the hashes): a
+/// queue of batches worked through by a blocking job that runs while batches keep coming
+/// and stops when none arrives for [`LINGER`]; the next batch starts a new one.
+struct Lane<S> {
+    shared: Arc<LaneShared<S>>,
+}
+
+impl<S: Send + 'static> Lane<S> {
+    fn new(state: S, work: Work<S>) -> Self {
+        Self {
+            shared: Arc::new(LaneShared {
+                inner: Mutex::new(LaneState {
+                    queue: VecDeque::new(),
+                    state: Some(state),
+                    running: false,
+                    closed: false,
+                    failed: None,
+                }),
+                arrived: Condvar::new(),
+                progressed: Notify::new(),
+                work,
+            }),
+        }
+    }
+
+    /// Queues a batch, waiting while the queue is full; starts a job when none runs.
+    /// Fails with the lane's error once a batch failed.
+    async fn send(&self, batch: Arc<[Bytes]>) -> std::result::Result<(), LaneError> {
+        loop {
+            let progressed = self.shared.progressed.notified();
+            tokio::pin!(progressed);
+            {
+                let mut inner = lock(&self.shared.inner);
+                if inner.failed.is_some() {
+                    return Err(LaneError::Failed);
+                }
+                if inner.queue.len() < QUEUED_BATCHES || !inner.running {
+                    inner.queue.push_back(batch);
+                    if inner.running {
+                        self.shared.arrived.notify_one();
+                    } else {
+                        let Some(state) = inner.state.take() else {
+                            return Err(LaneError::Lost);
+                        };
+                        inner.running = true;
+                        let shared = Arc::clone(&self.shared);
+                        drop(tokio::task::spawn_blocking(move || run_lane(&shared, state)));
+                    }
+                    return Ok(());
+                }
+                // Registered before the lock is released: a batch taken in between
+                // still wakes this producer.
+                progressed.as_mut().enable();
+            }
+            progressed.await;
+        }
+    }
+
+    /// Waits until every queued batch is worked through and returns the state.
+    async fn finish(&self) -> std::result::Result<S, LaneError> {
+        loop {
+            let progressed = self.shared.progressed.notified();
+            tokio::pin!(progressed);
+            {
+                let mut inner = lock(&self.shared.inner);
+                inner.closed = true;
+                if !inner.running {
+                    if let Some(error) = inner.failed.take() {
+                        return Err(LaneError::Io(error));
+                    }
+                    return inner.state.take().ok_or(LaneError::Lost);
+                }
+                self.shared.arrived.notify_one();
+                progressed.as_mut().enable();
+            }
+            progressed.await;
+        }
+    }
+
+    /// The error that stopped the lane, once its job has stopped.
+    async fn error(&self) -> LaneError {
+        match self.finish().await {
+            Err(error) => error,
+            Ok(_) => LaneError::Lost,
+        }
+    }
+}
+
+enum LaneError {
+    /// A batch failed; [`Lane::error`] returns the error once the job stopped.
+    Failed,
+    Io(std::io::Error),
+    /// The state is gone (a job panicked, or the lane was finished before).
+    Lost,
+}
+
+/// The blocking job of a lane: works through the queue, lingers for more, then puts the
+/// state back and stops.
+fn run_lane<S>(shared: &LaneShared<S>, mut state: S) {
+    let mut inner = lock(&shared.inner);
+    loop {
+        if let Some(batch) = inner.queue.pop_front() {
+            drop(inner);
+            shared.progressed.notify_waiters();
+            // A panic in the work must not leave the lane marked running forever.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                (shared.work)(&mut state, &batch)
+            }))
+            .unwrap_or_else(|_| Err(std::io::Error::other("a blocking write task panicked")));
+            drop(batch);
+            inner = lock(&shared.inner);
+            if let Err(error) = outcome {
+                inner.failed = Some(error);
+                inner.queue.clear();
+                break;
+            }
+            continue;
+        }
+        if inner.closed {
+            break;
+        }
+        let (guard, waited) = shared
+            .arrived
+            .wait_timeout(inner, LINGER)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner = guard;
+        if waited.timed_out() && inner.queue.is_empty() {
+            break;
+        }
+    }
+    inner.state = Some(state);
+    inner.running = false;
+    drop(inner);
+    shared.progressed.notify_waiters();
+}
+
+fn write_batch(file: &mut std::fs::File, batch: &[Bytes]) -> std::io::Result<()> {
+    write_chunks(file, batch)
+}
+
+fn hash_batch(hasher: &mut BodyHasher, batch: &[Bytes]) -> std::io::Result<()> {
+    for chunk in batch {
+        hasher.update(chunk);
+    }
+    Ok(())
 }
 
 /// Writes a body to a temporary file. Bytes are gathered into batches; a body that ends
-/// within its first batch is written and hashed in one blocking call. A longer one has
-/// each full batch written (and its xxh3 computed while the bytes are hot) on one
-/// blocking thread and hashed with SHA-256 on another, while the next batch gathers, so
-/// a put runs at the pace of the slower of the two and holds two batches at most. A
-/// thread is held only while a batch is written: a slow upstream holds none.
+/// within its first batch is written and hashed in one blocking call. A longer one goes
+/// through two lanes at once: one writes each batch, the other hashes it (SHA-256 and
+/// xxh3 chunk by chunk, while the chunk is in the cache), each ahead of the other as far
+/// as its queue allows, while the next batch gathers. A put runs at the pace of the slower lane
+/// and holds about four batches at most (a lane's queued one and the one it works on
+/// are shared with the other lane, plus the one gathering). A
+/// lane's thread is given back when no batch arrives for a moment: a slow upstream holds
+/// none.
 pub(crate) struct BodyWriter {
-    /// The file, the xxh3 and the SHA-256 so far, while no batch is in flight.
-    file: Option<(std::fs::File, Xxh3)>,
-    sha256: Option<(Sha256, u64)>,
-    in_flight: Option<InFlight>,
-    batches_sent: bool,
+    /// The file, until the first batch goes to the lanes.
+    file: Option<std::fs::File>,
+    lanes: Option<(Lane<std::fs::File>, Lane<BodyHasher>)>,
     pending: Vec<Bytes>,
     pending_len: usize,
     batch_bytes: usize,
@@ -165,10 +338,8 @@ pub(crate) struct BodyWriter {
 impl BodyWriter {
     pub(crate) fn new(file: std::fs::File, path: &Path, batch_bytes: usize) -> Self {
         Self {
-            file: Some((file, Xxh3::new())),
-            sha256: Some((Sha256::new(), 0)),
-            in_flight: None,
-            batches_sent: false,
+            file: Some(file),
+            lanes: None,
             pending: Vec::new(),
             pending_len: 0,
             batch_bytes,
@@ -176,8 +347,8 @@ impl BodyWriter {
         }
     }
 
-    /// Adds bytes; once a batch is full it is handed to the blocking pool, after the
-    /// previous batch is written.
+    /// Adds bytes; once a batch is full it is handed to the lanes, waiting while their
+    /// queues are full.
     pub(crate) async fn push(&mut self, chunk: Bytes) -> Result<()> {
         if chunk.is_empty() {
             return Ok(());
@@ -194,73 +365,50 @@ impl BodyWriter {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.join_in_flight().await?;
-        let (Some((mut file, mut xxh3)), Some((mut sha256, mut len))) =
-            (self.file.take(), self.sha256.take())
-        else {
-            return Err(self.lost());
-        };
+        if self.lanes.is_none() {
+            let Some(file) = self.file.take() else {
+                return Err(self.lost());
+            };
+            self.lanes = Some((
+                Lane::new(file, write_batch),
+                Lane::new(BodyHasher::new(), hash_batch),
+            ));
+        }
         let batch: Arc<[Bytes]> = std::mem::take(&mut self.pending).into();
         self.pending_len = 0;
-        self.batches_sent = true;
-        let hashed = Arc::clone(&batch);
-        let writer = tokio::task::spawn_blocking(move || {
-            write_chunks(&mut file, &batch)?;
-            for chunk in batch.iter() {
-                xxh3.write(chunk);
-            }
-            Ok((file, xxh3))
-        });
-        let hasher = tokio::task::spawn_blocking(move || {
-            for chunk in hashed.iter() {
-                sha256.update(chunk);
-                len += chunk.len() as u64;
-            }
-            (sha256, len)
-        });
-        self.in_flight = Some(InFlight { writer, hasher });
-        Ok(())
-    }
-
-    /// Waits for the batch in flight, if any, and takes back the file and hashes.
-    async fn join_in_flight(&mut self) -> Result<()> {
-        let Some(in_flight) = self.in_flight.take() else {
-            return Ok(());
+        let Some((writer, hasher)) = self.lanes.as_ref() else {
+            return Err(self.lost());
         };
-        let written = in_flight
-            .writer
-            .await
-            .map_err(|error| self.task_failed(error))?;
-        let hashed = in_flight
-            .hasher
-            .await
-            .map_err(|error| self.task_failed(error))?;
-        self.file = Some(written.map_err(|error| io_error(error, "cannot write", &self.path))?);
-        self.sha256 = Some(hashed);
-        Ok(())
+        let failed = match writer.send(Arc::clone(&batch)).await {
+            Ok(()) => hasher.send(batch).await.err(),
+            Err(error) => Some(error),
+        };
+        match failed {
+            None => Ok(()),
+            Some(LaneError::Failed) => {
+                let error = writer.error().await;
+                Err(self.lane_error(error))
+            }
+            Some(error) => Err(self.lane_error(error)),
+        }
     }
 
     /// Writes what is left and returns the file (still open, for an optional sync) and
     /// the body's digest, checksum and length.
     pub(crate) async fn finish(mut self) -> Result<(std::fs::File, BodyFacts)> {
-        if self.batches_sent {
+        if self.lanes.is_some() {
             self.send_batch().await?;
-            self.join_in_flight().await?;
-            let (Some((file, xxh3)), Some((sha256, len))) = (self.file.take(), self.sha256.take())
-            else {
+            let Some((writer, hasher)) = self.lanes.take() else {
                 return Err(self.lost());
             };
-            return Ok((
-                file,
-                BodyFacts {
-                    digest: sha256.finalize().into(),
-                    xxh3: xxh3.finish(),
-                    len,
-                },
-            ));
+            let written = writer.finish().await;
+            let hashed = hasher.finish().await;
+            let file = written.map_err(|error| self.lane_error(error))?;
+            let hasher = hashed.map_err(|error| self.lane_error(error))?;
+            return Ok((file, hasher.finish()));
         }
         // The whole body is one batch: write and hash it in one blocking call.
-        let Some((mut file, _)) = self.file.take() else {
+        let Some(mut file) = self.file.take() else {
             return Err(self.lost());
         };
         let batch = std::mem::take(&mut self.pending);
@@ -275,6 +423,13 @@ impl BodyWriter {
         .await
         .map_err(|error| self.task_failed(error))?;
         written.map_err(|error| io_error(error, "cannot write", &self.path))
+    }
+
+    fn lane_error(&self, error: LaneError) -> Error {
+        match error {
+            LaneError::Io(error) => io_error(error, "cannot write", &self.path),
+            LaneError::Failed | LaneError::Lost => self.lost(),
+        }
     }
 
     fn task_failed(&self, error: tokio::task::JoinError) -> Error {
