@@ -215,7 +215,9 @@ impl<S: Send + 'static> Lane<S> {
                         };
                         inner.running = true;
                         let shared = Arc::clone(&self.shared);
-                        drop(tokio::task::spawn_blocking(move || run_lane(&shared, state)));
+                        drop(tokio::task::spawn_blocking(move || {
+                            run_lane(&shared, state);
+                        }));
                     }
                     return Ok(());
                 }
