@@ -101,7 +101,9 @@ impl TieredCache {
     ///
     /// Concurrent calls for one key that all miss make exactly one fetch: the first
     /// caller starts it in a task of its own (so cancelling that caller does not cancel it
-    /// for the others) and every caller receives its outcome. A fetch error reaches every
+    /// for the others) and every caller receives its outcome. A call that finds the key's
+    /// fetch already in flight joins it without reading the tiers (the fetch looked in
+    /// them when it began; a write since would have detached it). A fetch error reaches every
     /// waiter and nothing is cached; the next call fetches again. With
     /// [`TieredBuilder::with_fetch_timeout`](crate::TieredBuilder::with_fetch_timeout), a
     /// fetch that runs longer gives every waiter [`FetchError::Timeout`] and frees the key.
@@ -118,6 +120,13 @@ impl TieredCache {
         E: Into<BoxError>,
     {
         validate_key(NAME, key)?;
+        // A fetch of the key already in flight answers this call: its fill looked in every
+        // tier when it began, and a write since then would have detached it. Reading the
+        // tiers meanwhile would only wait on the slower ones for the same miss (1,000
+        // callers of a cold key would send 1,000 reads to a shared tier).
+        if let Some(shared) = self.inner.fetch_in_flight(key) {
+            return shared.await;
+        }
         if let Some(entry) = self.inner.lookup(&Key::new(key), true).await? {
             return Ok(entry);
         }
@@ -197,6 +206,24 @@ impl TieredCache {
 }
 
 impl StackInner {
+    /// The fetch in flight for `key`, counted as joined and as a miss of the stack (no
+    /// tier answered the call; none was read); `None` without one (and without taking
+    /// the table's lock when no fetch at all is in flight).
+    fn fetch_in_flight(&self, key: &str) -> Option<SharedFetch> {
+        if self.counters.in_flight_fetches.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let in_flight = lock(&self.in_flight);
+        let (_, shared) = in_flight.get(key)?;
+        let shared = shared.clone();
+        drop(in_flight);
+        bump(&self.counters.misses);
+        self.counters
+            .coalesced_waiters
+            .fetch_add(1, Ordering::Relaxed);
+        Some(shared)
+    }
+
     async fn fill<F, Fut, E>(self: &Arc<Self>, key: &Key<'_>, fetch: F) -> FetchOutcome
     where
         F: FnOnce() -> Fut,
