@@ -239,6 +239,9 @@ impl<S: Send + 'static> Lane<S> {
                 inner.closed = true;
                 if !inner.running {
                     if let Some(error) = inner.failed.take() {
+                        // The lane is done for: its state goes, so a later call is `Lost`
+                        // instead of carrying on without the failed batch.
+                        inner.state = None;
                         return Err(LaneError::Io(error));
                     }
                     return inner.state.take().ok_or(LaneError::Lost);
@@ -381,18 +384,22 @@ impl BodyWriter {
         let Some((writer, hasher)) = self.lanes.as_ref() else {
             return Err(self.lost());
         };
-        let failed = match writer.send(Arc::clone(&batch)).await {
-            Ok(()) => hasher.send(batch).await.err(),
-            Err(error) => Some(error),
-        };
-        match failed {
-            None => Ok(()),
-            Some(LaneError::Failed) => {
-                let error = writer.error().await;
-                Err(self.lane_error(error))
-            }
-            Some(error) => Err(self.lane_error(error)),
+        // A lane that failed says why once its job has stopped.
+        if let Err(error) = writer.send(Arc::clone(&batch)).await {
+            let error = match error {
+                LaneError::Failed => writer.error().await,
+                other => other,
+            };
+            return Err(self.lane_error(error));
         }
+        if let Err(error) = hasher.send(batch).await {
+            let error = match error {
+                LaneError::Failed => hasher.error().await,
+                other => other,
+            };
+            return Err(self.lane_error(error));
+        }
+        Ok(())
     }
 
     /// Writes what is left and returns the file (still open, for an optional sync) and
