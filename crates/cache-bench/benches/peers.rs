@@ -98,10 +98,8 @@ trait Contender: Send + Sync {
 struct Ours {
     stack: TieredCache,
     l1: Arc<MemoryCache>,
-    response: CachedResponse,
-    policy: CachePolicy,
-    /// The same, for the stampede's fetch.
-    fetched: Arc<(CachedResponse, CachePolicy)>,
+    /// What a set stores (and the stampede's fetch returns).
+    stored: Arc<(CachedResponse, CachePolicy)>,
 }
 
 /// The stored response of "ours": the standard one, or its body alone ("equal bytes").
@@ -139,9 +137,7 @@ impl Ours {
         Self {
             stack,
             l1,
-            fetched: Arc::new((response.clone(), policy.clone())),
-            response,
-            policy,
+            stored: Arc::new((response, policy)),
         }
     }
 }
@@ -153,13 +149,9 @@ impl Contender for Ours {
 
     fn set<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
+            let (response, policy) = (*self.stored).clone();
             self.stack
-                .put(
-                    key,
-                    self.response.clone(),
-                    self.policy.clone(),
-                    PutOptions::new().with_ttl(TTL),
-                )
+                .put(key, response, policy, PutOptions::new().with_ttl(TTL))
                 .await
                 .expect("put");
         })
@@ -178,13 +170,13 @@ impl Contender for Ours {
     ) -> Option<BoxFuture<'a, ()>> {
         // Only the fetch that runs makes its response: a caller that joins another's
         // fetch pays for an `Arc` clone, as the peers' callers pay for a `Bytes` clone.
-        let fetched = Arc::clone(&self.fetched);
+        let stored = Arc::clone(&self.stored);
         Some(Box::pin(async move {
             self.stack
                 .get_or_fetch(key, move || async move {
                     tokio::time::sleep(STAMPEDE_FETCH).await;
                     fetches.fetch_add(1, Ordering::Relaxed);
-                    let (response, policy) = (*fetched).clone();
+                    let (response, policy) = (*stored).clone();
                     Ok::<_, Infallible>(
                         Fetched::new(response, policy)
                             .with_options(PutOptions::new().with_ttl(TTL)),

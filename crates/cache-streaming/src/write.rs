@@ -129,6 +129,12 @@ impl BodyHasher {
         self.len += bytes.len() as u64;
     }
 
+    pub(crate) fn update_all(&mut self, chunks: &[Bytes]) {
+        for chunk in chunks {
+            self.update(chunk);
+        }
+    }
+
     pub(crate) fn finish(self) -> BodyFacts {
         BodyFacts {
             digest: self.sha256.finalize().into(),
@@ -202,8 +208,8 @@ impl<S: Send + 'static> Lane<S> {
             tokio::pin!(progressed);
             {
                 let mut inner = lock(&self.shared.inner);
-                if inner.failed.is_some() {
-                    return Err(LaneError::Failed);
+                if let Some(error) = take_failure(&mut inner) {
+                    return Err(error);
                 }
                 if inner.queue.len() < QUEUED_BATCHES || !inner.running {
                     inner.queue.push_back(batch);
@@ -238,11 +244,8 @@ impl<S: Send + 'static> Lane<S> {
                 let mut inner = lock(&self.shared.inner);
                 inner.closed = true;
                 if !inner.running {
-                    if let Some(error) = inner.failed.take() {
-                        // The lane is done for: its state goes, so a later call is `Lost`
-                        // instead of carrying on without the failed batch.
-                        inner.state = None;
-                        return Err(LaneError::Io(error));
+                    if let Some(error) = take_failure(&mut inner) {
+                        return Err(error);
                     }
                     return inner.state.take().ok_or(LaneError::Lost);
                 }
@@ -252,22 +255,22 @@ impl<S: Send + 'static> Lane<S> {
             progressed.await;
         }
     }
-
-    /// The error that stopped the lane, once its job has stopped.
-    async fn error(&self) -> LaneError {
-        match self.finish().await {
-            Err(error) => error,
-            Ok(_) => LaneError::Lost,
-        }
-    }
 }
 
 enum LaneError {
-    /// A batch failed; [`Lane::error`] returns the error once the job stopped.
-    Failed,
+    /// A batch failed.
     Io(std::io::Error),
-    /// The state is gone (a job panicked, or the lane was finished before).
+    /// The state is gone (the lane failed or was finished before).
     Lost,
+}
+
+/// The failure of a lane, once: its state goes with it, so a later call is `Lost` instead
+/// of carrying on without the failed batch. The job records a failure and stops in one
+/// critical section, so a recorded failure means no job is running.
+fn take_failure<S>(inner: &mut LaneState<S>) -> Option<LaneError> {
+    let error = inner.failed.take()?;
+    inner.state = None;
+    Some(LaneError::Io(error))
 }
 
 /// The blocking job of a lane: works through the queue, lingers for more, then puts the
@@ -310,14 +313,8 @@ fn run_lane<S>(shared: &LaneShared<S>, mut state: S) {
     shared.progressed.notify_waiters();
 }
 
-fn write_batch(file: &mut std::fs::File, batch: &[Bytes]) -> std::io::Result<()> {
-    write_chunks(file, batch)
-}
-
 fn hash_batch(hasher: &mut BodyHasher, batch: &[Bytes]) -> std::io::Result<()> {
-    for chunk in batch {
-        hasher.update(chunk);
-    }
+    hasher.update_all(batch);
     Ok(())
 }
 
@@ -325,11 +322,10 @@ fn hash_batch(hasher: &mut BodyHasher, batch: &[Bytes]) -> std::io::Result<()> {
 /// within its first batch is written and hashed in one blocking call. A longer one goes
 /// through two lanes at once: one writes each batch, the other hashes it (SHA-256 and
 /// xxh3 chunk by chunk, while the chunk is in the cache), each ahead of the other as far
-/// as its queue allows, while the next batch gathers. A put runs at the pace of the slower lane
-/// and holds about four batches at most (a lane's queued one and the one it works on
-/// are shared with the other lane, plus the one gathering). A
-/// lane's thread is given back when no batch arrives for a moment: a slow upstream holds
-/// none.
+/// as its queue allows, while the next batch gathers. A put runs at the pace of the
+/// slower lane and holds about four batches at most (the ones the lanes work on or have
+/// queued, shared between them, plus the one gathering). A lane's thread is given back
+/// when no batch arrives for a moment: a slow upstream holds none.
 pub(crate) struct BodyWriter {
     /// The file, until the first batch goes to the lanes.
     file: Option<std::fs::File>,
@@ -375,7 +371,7 @@ impl BodyWriter {
                 return Err(self.lost());
             };
             self.lanes = Some((
-                Lane::new(file, write_batch),
+                Lane::new(file, write_chunks),
                 Lane::new(BodyHasher::new(), hash_batch),
             ));
         }
@@ -384,22 +380,14 @@ impl BodyWriter {
         let Some((writer, hasher)) = self.lanes.as_ref() else {
             return Err(self.lost());
         };
-        // A lane that failed says why once its job has stopped.
-        if let Err(error) = writer.send(Arc::clone(&batch)).await {
-            let error = match error {
-                LaneError::Failed => writer.error().await,
-                other => other,
-            };
-            return Err(self.lane_error(error));
-        }
-        if let Err(error) = hasher.send(batch).await {
-            let error = match error {
-                LaneError::Failed => hasher.error().await,
-                other => other,
-            };
-            return Err(self.lane_error(error));
-        }
-        Ok(())
+        writer
+            .send(Arc::clone(&batch))
+            .await
+            .map_err(|error| self.lane_error(error))?;
+        hasher
+            .send(batch)
+            .await
+            .map_err(|error| self.lane_error(error))
     }
 
     /// Writes what is left and returns the file (still open, for an optional sync) and
@@ -424,9 +412,7 @@ impl BodyWriter {
         let written = tokio::task::spawn_blocking(move || {
             write_chunks(&mut file, &batch)?;
             let mut hasher = BodyHasher::new();
-            for chunk in &batch {
-                hasher.update(chunk);
-            }
+            hasher.update_all(&batch);
             Ok::<_, std::io::Error>((file, hasher.finish()))
         })
         .await
@@ -437,7 +423,7 @@ impl BodyWriter {
     fn lane_error(&self, error: LaneError) -> Error {
         match error {
             LaneError::Io(error) => io_error(error, "cannot write", &self.path),
-            LaneError::Failed | LaneError::Lost => self.lost(),
+            LaneError::Lost => self.lost(),
         }
     }
 

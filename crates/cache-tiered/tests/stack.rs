@@ -327,6 +327,63 @@ async fn a_thousand_concurrent_misses_make_one_fetch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_find_the_fetch_in_flight_join_it_without_reading_the_tiers() {
+    let stack = TieredCache::builder()
+        .tier(Tier::new(memory()))
+        .tier(Tier::new(memory()))
+        .build()
+        .await
+        .unwrap();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let first = {
+        let (stack, release) = (stack.clone(), release.clone());
+        tokio::spawn(async move {
+            stack
+                .get_or_fetch("cold", move || async move {
+                    release.notified().await;
+                    Ok::<_, FetchError>(fetched("fetched once"))
+                })
+                .await
+        })
+    };
+    while stack.in_flight_fetches() < 1 {
+        tokio::task::yield_now().await;
+    }
+    let joiners: Vec<_> = (0..10)
+        .map(|_| {
+            let stack = stack.clone();
+            tokio::spawn(async move {
+                stack
+                    .get_or_fetch("cold", || async {
+                        Err::<Fetched, _>("a joiner must not fetch")
+                    })
+                    .await
+            })
+        })
+        .collect();
+    while stack.stats().coalesced_waiters < 10 {
+        tokio::task::yield_now().await;
+    }
+    release.notify_one();
+    for caller in std::iter::once(first).chain(joiners) {
+        let entry = caller.await.unwrap().unwrap();
+        assert_eq!(entry.response.body, Bytes::from_static(b"fetched once"));
+    }
+    let stats = stack.stats();
+    // Only the first caller read the tiers; all eleven calls are misses of the stack.
+    assert_eq!(
+        (
+            stats.misses,
+            stats.fetches,
+            stats.coalesced_waiters,
+            stats.tiers[0].misses,
+            stats.tiers[1].misses
+        ),
+        (11, 1, 10, 1, 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_the_first_caller_still_delivers_to_the_others() {
     let stack = TieredCache::builder()
         .tier(Tier::new(memory()))

@@ -69,6 +69,8 @@ impl From<Error> for FetchError {
 
 pub(crate) type FetchOutcome = std::result::Result<Arc<CacheEntry>, FetchError>;
 pub(crate) type SharedFetch = Shared<BoxFuture<'static, FetchOutcome>>;
+/// The fetches in flight by key, each with its id.
+pub(crate) type InFlightTable = std::collections::HashMap<String, (u64, SharedFetch)>;
 
 /// Frees a fetch's in-flight slot however its task ends (a panicking fetch, or a task
 /// dropped before it first ran, as when the runtime shuts down), so no key is left joined
@@ -157,12 +159,8 @@ impl TieredCache {
         let inner = &self.inner;
         let (shared, started) = {
             let mut in_flight = lock(&inner.in_flight);
-            if let Some((_, shared)) = in_flight.get(key) {
-                inner
-                    .counters
-                    .coalesced_waiters
-                    .fetch_add(1, Ordering::Relaxed);
-                (shared.clone(), None)
+            if let Some(shared) = inner.join_fetch(&in_flight, key) {
+                (shared, None)
             } else {
                 let fetch_id = inner.next_fetch_id.fetch_add(1, Ordering::Relaxed);
                 let (sender, receiver) = tokio::sync::oneshot::channel::<FetchOutcome>();
@@ -213,15 +211,16 @@ impl StackInner {
         if self.counters.in_flight_fetches.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        let in_flight = lock(&self.in_flight);
-        let (_, shared) = in_flight.get(key)?;
-        let shared = shared.clone();
-        drop(in_flight);
+        let shared = self.join_fetch(&lock(&self.in_flight), key)?;
         bump(&self.counters.misses);
-        self.counters
-            .coalesced_waiters
-            .fetch_add(1, Ordering::Relaxed);
         Some(shared)
+    }
+
+    /// Joins the fetch of `key` in `in_flight` (the table, locked), counting the waiter.
+    fn join_fetch(&self, in_flight: &InFlightTable, key: &str) -> Option<SharedFetch> {
+        let (_, shared) = in_flight.get(key)?;
+        bump(&self.counters.coalesced_waiters);
+        Some(shared.clone())
     }
 
     async fn fill<F, Fut, E>(self: &Arc<Self>, key: &Key<'_>, fetch: F) -> FetchOutcome

@@ -19,7 +19,6 @@ mod read;
 mod stats;
 mod write;
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -40,7 +39,7 @@ pub use stats::TieredStats;
 use crate::promotion::PromotionTracker;
 use crate::tier::{Tier, TierCounters};
 use coherence::Coherence;
-use fetch::SharedFetch;
+use fetch::InFlightTable;
 use read::{Found, Want, streamed_from};
 use stats::StackCounters;
 use write::{Invalidation, detached};
@@ -80,7 +79,7 @@ pub(crate) struct StackInner {
     pub(crate) promotion: PromotionTracker,
     pub(crate) bus: Option<Arc<dyn InvalidationBus>>,
     pub(crate) counters: StackCounters,
-    pub(crate) in_flight: Mutex<HashMap<String, (u64, SharedFetch)>>,
+    pub(crate) in_flight: Mutex<InFlightTable>,
     pub(crate) next_fetch_id: AtomicU64,
     pub(crate) coherence: Coherence,
     pub(crate) listener: Mutex<Option<JoinHandle<()>>>,
